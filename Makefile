@@ -1,0 +1,38 @@
+# Two commands on a fresh clone: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SAMPLE_DIR ?= data/sample
+
+.PHONY: setup demo test lint format bench clean
+
+$(BIN)/tokenmill: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/tokenmill
+
+demo: setup
+	test -e $(SAMPLE_DIR) || $(BIN)/tokenmill sample-data $(SAMPLE_DIR)
+	$(BIN)/tokenmill run pipelines/quickstart.yaml
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,116 @@
+"""`tokenmill` command line: run, validate, sample-data, stages."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tokenmill.engine.fsio import InputNotFound
+from tokenmill.engine.spec import SpecError, load_pipeline
+
+console = Console(stderr=True)
+
+
+@click.group()
+@click.version_option(package_name="tokenmill")
+def main() -> None:
+    """tokenmill: raw web text to a trained language model, on Dask."""
+    # User stages named by import path resolve against the current directory, as with `python -m`.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+@main.command()
+@click.argument("pipeline_file", type=click.Path(dir_okay=False))
+def validate(pipeline_file: str) -> None:
+    """Check a pipeline YAML without running it: one line per problem."""
+    try:
+        pipeline = load_pipeline(pipeline_file)
+    except SpecError as exc:
+        _fail(exc)
+    names = ", ".join(s.label for s in pipeline.stages)
+    console.print(f"[green]ok[/green] {pipeline_file}: {len(pipeline.stages)} stages ({names})")
+
+
+@main.command("run")
+@click.argument("pipeline_file", type=click.Path(dir_okay=False))
+@click.option("--address", help="Dask scheduler address (overrides cluster: in the YAML).")
+@click.option("--force", is_flag=True, help="Recompute every shard, ignoring finished ones.")
+@click.option("--strict", is_flag=True, help="Fail when a stage turns non-empty input into empty output.")
+@click.option("--output", help="Override the YAML's output directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run_command(
+    pipeline_file: str, address: str | None, force: bool, strict: bool, output: str | None, quiet: bool
+) -> None:
+    """Run a pipeline YAML end to end."""
+    from tokenmill.api import EmptyOutputError, run
+
+    try:
+        pipeline = load_pipeline(pipeline_file, {"output": output} if output else None)
+        result = run(pipeline, address=address, force=force, strict=False, progress=not quiet)
+    except (SpecError, InputNotFound) as exc:
+        _fail(exc)
+    _summary(result)
+    if result.failed:
+        _fail(RuntimeError(f"{len(result.failed)} shard(s) failed; see {result.report}"))
+    if strict and result.warnings:
+        _fail(EmptyOutputError("--strict: " + "; ".join(result.warnings)))
+
+
+def _summary(result) -> None:
+    table = Table(title=f"{result.name}: {result.shards_total} shards ({result.shards_skipped} skipped)")
+    for column in ("stage", "in", "kept", "rejected", "errors", "changed", "MB in", "MB kept"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for s in result.stats:
+        table.add_row(
+            s.stage,
+            f"{s.docs_in:,}",
+            f"{s.kept:,}",
+            f"{s.n_rejected:,}",
+            f"{s.n_errors:,}",
+            f"{s.changed:,}",
+            f"{s.bytes_in / 1e6:,.2f}",
+            f"{s.bytes_kept / 1e6:,.2f}",
+        )
+    console.print(table)
+    for s in result.stats:
+        for message in s.messages[:10]:
+            console.print(f"  {message}", markup=False, highlight=False, soft_wrap=True)
+        if len(s.messages) > 10:
+            console.print(f"  ... {len(s.messages) - 10} more in stats/ and the report")
+    for warning in result.warnings:
+        console.print(f"WARNING: {warning}", style="bold red", markup=False, soft_wrap=True)
+    console.print(f"curated output: {result.curated}")
+    console.print(f"report: {result.report}")
+
+
+@main.command("sample-data")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True)
+def sample_data(directory: str, seed: int) -> None:
+    """Write the small offline demo corpus (WARC, WET, Pile .jsonl.zst) built from Python's own docs."""
+    from tokenmill.sample_data import make_sample_data
+
+    summary = make_sample_data(directory, seed=seed)
+    console.print(f"sample data in {directory}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+@main.command()
+def stages() -> None:
+    """List the registered stages and reader formats."""
+    from tokenmill.engine.registry import READERS, STAGES, load_builtins
+
+    load_builtins()
+    for name, cls in sorted(STAGES.items()):
+        console.print(f"[bold]{name}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}")
+    for fmt, cls in sorted(READERS.items()):
+        console.print(f"[bold]read.format={fmt}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}")
+
+
+def _fail(exc: BaseException) -> None:
+    console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+    raise SystemExit(1)

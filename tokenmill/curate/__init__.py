@@ -1,0 +1,1 @@
+"""Curation: readers, extraction, normalization, filters and writers."""

@@ -1,0 +1,108 @@
+"""The document record that flows through fused stages, and its Arrow schema at the edges.
+
+Inside a fused task documents are plain Python objects: heuristic stages decide per document in Python, so
+converting a batch from Arrow to Python objects once at the reader and back once at the writer is cheaper than
+converting at every stage boundary (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+BASE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("meta", pa.string()),
+    ]
+)
+REJECTED_FIELDS = [pa.field("stage", pa.string()), pa.field("reason", pa.string())]
+
+
+@dataclass(slots=True)
+class Doc:
+    """One document: a stable `id`, its `text`, where it came from, and free-form metadata.
+
+    `annotations` holds values that stages add (language, scores, cluster ids); each becomes an output column
+    declared by the stage that writes it.
+    """
+
+    id: str
+    text: str
+    source: str = ""
+    url: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    annotations: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """UTF-8 size of the text; ASCII text (the common case) is measured without encoding."""
+        text = self.text
+        return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+    def words(self) -> list[str]:
+        return self.text.split()
+
+
+def output_schema(columns: dict[str, pa.DataType], rejected: bool = False) -> pa.Schema:
+    """The base schema plus stage-declared annotation columns (sorted, so every shard has one schema)."""
+    fields = list(BASE_SCHEMA) + [pa.field(name, columns[name]) for name in sorted(columns)]
+    if rejected:
+        fields += REJECTED_FIELDS
+    return pa.schema(fields)
+
+
+def docs_to_table(docs: list[Doc], schema: pa.Schema, reasons: list[tuple[str, str]] | None = None) -> pa.Table:
+    """Build an Arrow table with `schema` from documents (and their stage/reason when writing rejections)."""
+    columns: dict[str, list[Any]] = {
+        "id": [d.id for d in docs],
+        "text": [_storable(d.text) for d in docs],
+        "source": [d.source for d in docs],
+        "url": [d.url for d in docs],
+        "meta": [json.dumps(d.meta, sort_keys=True, ensure_ascii=False) if d.meta else None for d in docs],
+    }
+    base = {f.name for f in BASE_SCHEMA} | {f.name for f in REJECTED_FIELDS}
+    for name in schema.names:
+        if name not in base:
+            columns[name] = [d.annotations.get(name) for d in docs]
+    if reasons is not None:
+        columns["stage"] = [stage for stage, _ in reasons]
+        columns["reason"] = [reason for _, reason in reasons]
+    arrays = [pa.array(columns[name], type=schema.field(name).type) for name in schema.names]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def table_to_docs(table: pa.Table) -> list[Doc]:
+    """Documents from an Arrow table with (at least) the base columns; other columns become annotations."""
+    data = table.to_pydict()
+    n = table.num_rows
+    extra = [name for name in table.column_names if name not in BASE_SCHEMA.names]
+    docs = []
+    for i in range(n):
+        meta = data["meta"][i] if "meta" in data else None
+        docs.append(
+            Doc(
+                id=data["id"][i],
+                text=data["text"][i],
+                source=data["source"][i] if "source" in data else "",
+                url=data["url"][i] if "url" in data else None,
+                meta=json.loads(meta) if meta else {},
+                annotations={name: data[name][i] for name in extra},
+            )
+        )
+    return docs
+
+
+def _storable(text: str) -> str:
+    """Arrow strings must be valid UTF-8: lone surrogates (possible from `surrogateescape` decoding) become U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text

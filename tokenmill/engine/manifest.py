@@ -1,0 +1,56 @@
+"""Per-shard manifests: what a finished shard wrote, its stats, and the fingerprint of the work that made it.
+
+A shard is skipped on re-run only when its manifest's fingerprint matches the current input file, stage
+configuration and code version, and every file it lists is still there with the recorded size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from fsspec.core import url_to_fs
+
+from tokenmill import __version__
+from tokenmill.engine.fsio import atomic_write_json, join, read_json
+from tokenmill.engine.stage import Shard, Stage
+
+
+def fingerprint(shard: Shard, stages: list[Stage], batch: tuple[int, int]) -> str:
+    payload = {
+        "tokenmill": __version__,
+        "input": [shard.path, shard.fingerprint],
+        "stages": [[type(s).__module__, type(s).__qualname__, s.model_dump(mode="json")] for s in stages],
+        "batch": list(batch),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def manifest_path(directory: str, shard: Shard) -> str:
+    return join(directory, f"{shard.key}.json")
+
+
+def write_manifest(directory: str, shard: Shard, result: dict[str, Any]) -> None:
+    fs, _ = url_to_fs(directory)
+    result = dict(result)
+    result["file_sizes"] = {path: fs.size(path) for path in result["files"] + result["rejected_files"]}
+    atomic_write_json(manifest_path(directory, shard), result)
+
+
+def finished(directory: str, shard: Shard, expected: str) -> dict[str, Any] | None:
+    """The stored result for `shard` if it is complete and current, else None."""
+    path = manifest_path(directory, shard)
+    fs, _ = url_to_fs(path)
+    if not fs.exists(path):
+        return None
+    try:
+        result = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if result.get("fingerprint") != expected:
+        return None
+    for file, size in result.get("file_sizes", {}).items():
+        if not fs.exists(file) or fs.size(file) != size:
+            return None
+    return result

@@ -1,0 +1,52 @@
+"""Stage and reader registries: YAML names map to classes here."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T", bound=type)
+
+STAGES: dict[str, type] = {}
+READERS: dict[str, type] = {}
+_BUILTIN_MODULES = ("tokenmill.curate.readers", "tokenmill.curate.normalize", "tokenmill.curate.custom")
+
+
+def register(name: str) -> Callable[[T], T]:
+    """Register a stage class under the YAML key `name`."""
+
+    def wrap(cls: T) -> T:
+        if name in STAGES and STAGES[name] is not cls:
+            raise ValueError(f"stage {name!r} is already registered by {STAGES[name].__qualname__}")
+        cls.stage_name = name
+        STAGES[name] = cls
+        return cls
+
+    return wrap
+
+
+def register_reader(fmt: str) -> Callable[[T], T]:
+    """Register a reader class under `read: {format: fmt}`."""
+
+    def wrap(cls: T) -> T:
+        READERS[fmt] = cls
+        return cls
+
+    return wrap
+
+
+def load_builtins() -> None:
+    """Import the modules whose classes register themselves (idempotent)."""
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def known_stages() -> list[str]:
+    load_builtins()
+    return sorted([*STAGES, "read"])
+
+
+def known_formats() -> list[str]:
+    load_builtins()
+    return sorted(READERS)
