@@ -7,6 +7,7 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tokenmill.engine.fsio import InputNotFound
@@ -96,7 +97,7 @@ def sample_data(directory: str, seed: int) -> None:
     from tokenmill.sample_data import make_sample_data
 
     summary = make_sample_data(directory, seed=seed)
-    console.print(f"sample data in {directory}: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+    console.print(f"sample data in {directory}: " + ", ".join(f"{k}={v}" for k, v in summary.items()), soft_wrap=True)
 
 
 @main.command()
@@ -112,5 +113,5 @@ def stages() -> None:
 
 
 def _fail(exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+    console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise SystemExit(1)

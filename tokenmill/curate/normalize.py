@@ -88,12 +88,13 @@ def normalize_text(
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if remove_control:
         text = _CONTROL.sub("", text)
+    if unicode and not ascii_only:
+        text = unicodedata.normalize(unicode, text)
+    # After normalization: NFKC can create capitals (U+1D57C -> 'A') and punctuation (U+FE30 -> ':').
     if lowercase:
         text = text.lower()
     if strip_punctuation:
         text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
-    if unicode and not ascii_only:
-        text = unicodedata.normalize(unicode, text)
     if collapse_whitespace:
         text = _LINE_EDGES.sub("\n", _SPACES.sub(" ", text))
         text = _blank_lines(max_blank_lines).sub("\n" * (max_blank_lines + 1), text).strip()

@@ -176,7 +176,7 @@ def _describe(err: dict[str, Any], prefix: tuple, root, model: type[BaseModel] |
         message = "required key is missing"
     else:
         message = err["msg"][0].lower() + err["msg"][1:]
-        if kind.endswith("_type") or kind.endswith("_parsing"):
+        if kind.endswith(("_type", "_parsing")) or kind in ("greater_than", "greater_than_equal", "less_than_equal"):
             message += f" (got {err['input']!r})"
     return f"{_path(loc)}{_line(root, loc)}: {message}"
 

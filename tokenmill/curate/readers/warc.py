@@ -17,6 +17,18 @@ from tokenmill.engine.stage import Outcomes, Shard
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
+def _truncated(record) -> bool:
+    """The record's body ended before its Content-Length, or it has none (its headers were cut off)."""
+    return record.length is None or bool(getattr(record.raw_stream, "limit", 0))
+
+
+def _cut_off(shard: Shard, offset: int, index: int, record) -> str:
+    where = f"read: {shard.path} @ offset {offset}: record {index}"
+    if record.length is None:
+        return f"{where} has no Content-Length (headers cut off or malformed)"
+    return f"{where} cut off ({record.raw_stream.limit:,} of {record.length:,} bytes missing)"
+
+
 class _ArchiveReader(Reader):
     """Walks a (gzip) WARC file; each record is one input unit, whatever its type.
 
@@ -30,6 +42,7 @@ class _ArchiveReader(Reader):
     def read(self, shard: Shard, out: Outcomes) -> Iterator[Doc]:
         offset = 0
         with open_raw(shard.path) as handle:
+            size = getattr(handle, "size", None) or shard.size
             records = ArchiveIterator(handle, arc2warc=True)
             index = -1
             try:
@@ -45,13 +58,30 @@ class _ArchiveReader(Reader):
                     "corrupt_stream",
                     f"read: {shard.path} @ offset {offset} (after record {index}): {type(exc).__name__}: {exc}",
                 )
+                return
+            # warcio ends iteration silently (as at a clean EOF) when the file stops inside a record's headers;
+            # bytes left after the last complete record are that cut-off record.
+            end = records.offset if index >= 0 else 0
+            if size and end < size:
+                out.seen(size - end)
+                out.error(
+                    None,
+                    "truncated_record",
+                    f"read: {shard.path} @ offset {end}: file ends inside record {index + 1} "
+                    f"({size - end:,} trailing bytes do not form a complete record)",
+                )
 
     def _document(self, shard: Shard, index: int, offset: int, record, out: Outcomes) -> Doc | None:
         doc_id = f"{shard.name}:{index}"
         url = (record.rec_headers.get_header("WARC-Target-URI") or "").strip("<>") or None
         if record.rec_type != self.record_type:
             out.seen(0)
-            out.reject(Doc(id=doc_id, text="", source=self.source_label, url=url), "non_document_record")
+            while record.raw_stream.read(1 << 16):  # drained here (warcio would anyway) to see if it is cut off
+                pass
+            if _truncated(record):
+                out.error(None, "truncated_record", _cut_off(shard, offset, index, record))
+            else:
+                out.reject(Doc(id=doc_id, text="", source=self.source_label, url=url), "non_document_record")
             return None
         body = record.content_stream().read(self.max_doc_bytes + 1)
         if len(body) > self.max_doc_bytes:
@@ -62,15 +92,9 @@ class _ArchiveReader(Reader):
                 f"read: {doc_id}: payload over max_doc_bytes {self.max_doc_bytes:,}",
             )
             return None
-        missing = getattr(record.raw_stream, "limit", 0)
-        if missing:
+        if _truncated(record):
             out.seen(len(body))
-            out.error(
-                None,
-                "truncated_record",
-                f"read: {shard.path} @ offset {offset}: record {index} cut off ({missing:,} of "
-                f"{record.length:,} bytes missing)",
-            )
+            out.error(None, "truncated_record", _cut_off(shard, offset, index, record))
             return None
         meta = {
             "warc_record_id": record.rec_headers.get_header("WARC-Record-ID"),

@@ -1,0 +1,82 @@
+"""The command line end to end: the quickstart pipeline on the offline sample corpus."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import pipeline_yaml, write_jsonl_shards
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tokenmill_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    return subprocess.run(
+        [sys.executable, "-m", "tokenmill", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    """`tokenmill sample-data` then `tokenmill run pipelines/quickstart.yaml`, as `make demo` does."""
+    work = tmp_path_factory.mktemp("demo")
+    made = tokenmill_cli("sample-data", "data/sample", cwd=work)
+    assert made.returncode == 0, made.stderr
+    ran = tokenmill_cli("run", str(ROOT / "pipelines/quickstart.yaml"), cwd=work)
+    return work, ran
+
+
+def test_quickstart_runs_on_sample_data(quickstart_run):
+    work, ran = quickstart_run
+    assert ran.returncode == 0, ran.stderr
+    assert "Dask dashboard: http://" in ran.stderr
+    assert "curated output: runs/quickstart/curated" in ran.stderr
+    assert "report: runs/quickstart/report.md" in ran.stderr
+    report = (work / "runs/quickstart/report.md").read_text()
+    for reason in (
+        "non_document_record",
+        "empty_extraction",
+        "non_html_content",
+        "http_status_not_2xx",
+        "empty_document",
+    ):
+        assert reason in report
+    texts = [
+        t
+        for f in sorted((work / "runs/quickstart/curated").glob("*.parquet"))
+        for t in pq.read_table(f)["text"].to_pylist()
+    ]
+    assert any("café" in t for t in texts), "the windows-1252 page is decoded by its declared charset"
+    assert len(texts) > 150
+
+
+def test_quickstart_rerun_skips_everything(quickstart_run):
+    work, _ = quickstart_run
+    again = tokenmill_cli("run", str(ROOT / "pipelines/quickstart.yaml"), "--quiet", cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert "(5 skipped)" in again.stderr
+
+
+def test_missing_input_is_one_clear_line(tmp_path):
+    spec = pipeline_yaml(tmp_path / "p.yaml", str(tmp_path / "nothing/*.jsonl"), tmp_path / "out")
+    ran = tokenmill_cli("run", str(spec), cwd=tmp_path)
+    assert ran.returncode == 1
+    assert ran.stderr.strip() == f"error: no input files match '{tmp_path}/nothing/*.jsonl'"
+
+
+def test_strict_fails_on_empty_output(tmp_path):
+    write_jsonl_shards(tmp_path / "in", 1, 5)
+    stages = [{"custom": {"callable": "stages_for_tests:reject_all"}}]
+    spec = pipeline_yaml(
+        tmp_path / "p.yaml", str(tmp_path / "in/*.jsonl"), tmp_path / "out", stages=stages, n_workers=1
+    )
+    ran = tokenmill_cli("run", str(spec), "--strict", "--quiet", cwd=tmp_path)
+    assert ran.returncode == 1
+    assert "WARNING: stage 'custom:reject_all' received 5 documents and kept none" in ran.stderr
+    assert "error: --strict" in ran.stderr
