@@ -55,7 +55,7 @@ def funnel_png(stats: list[StageStats]) -> bytes:
     labels = [s.stage for s in stats][::-1]
     fig, ax = plt.subplots(figsize=(9, 1.1 + 0.7 * len(stats)))
     reasons = sorted({r for s in stats for r in s.rejected} | {f"error:{r}" for s in stats for r in s.errors})
-    colors = plt.get_cmap("tab20")
+    palette = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (4, 5)]  # green means kept
     kept = [s.kept for s in stats][::-1]
     ax.barh(labels, kept, color="#2b8a3e", label="kept")
     left = list(kept)
@@ -64,7 +64,7 @@ def funnel_png(stats: list[StageStats]) -> bytes:
             (s.errors.get(reason[6:], 0) if reason.startswith("error:") else s.rejected.get(reason, 0)) for s in stats
         ][::-1]
         if any(counts):
-            ax.barh(labels, counts, left=left, color=colors(i % 20), label=reason)
+            ax.barh(labels, counts, left=left, color=palette[i % len(palette)], label=reason)
             left = [a + b for a, b in zip(left, counts)]
     for y, stage in enumerate(stats[::-1]):
         ax.text(stage.docs_in, y, f"  {stage.kept:,}/{stage.docs_in:,}", va="center", fontsize=8)
