@@ -80,7 +80,8 @@ def normalize_text(
     lowercase: bool = False,
     strip_punctuation: bool = False,
 ) -> str:
-    """Pure function behind the `normalize` stage (property-tested: idempotent, never raises)."""
+    """Pure function behind the `normalize` stage (property-tested: never raises; idempotent when
+    `fix_encoding` is off, since ftfy can find new mojibake in text that whitespace collapsing produced)."""
     ascii_only = text.isascii()
     if fix_encoding and not ascii_only:  # mojibake needs non-ASCII characters; skipping ASCII is exact
         text = ftfy.fix_text(text, _FTFY_CONFIG)
@@ -95,6 +96,9 @@ def normalize_text(
         text = text.lower()
     if strip_punctuation:
         text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
+    if unicode and (lowercase or strip_punctuation) and not text.isascii():
+        # Removing the punctuation between a letter and a combining mark leaves them uncomposed.
+        text = unicodedata.normalize(unicode, text)
     if collapse_whitespace:
         text = _LINE_EDGES.sub("\n", _SPACES.sub(" ", text))
         text = _blank_lines(max_blank_lines).sub("\n" * (max_blank_lines + 1), text).strip()

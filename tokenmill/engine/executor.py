@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from fsspec.core import url_to_fs
 from tokenmill.curate.writers import ShardWriter, Write, remove_temporaries
 from tokenmill.engine.cluster import connect
 from tokenmill.engine.documents import Doc, output_schema
-from tokenmill.engine.fsio import join
+from tokenmill.engine.fsio import InputNotFound, join
 from tokenmill.engine.manifest import fingerprint, finished, write_manifest
 from tokenmill.engine.progress import ShardProgress
 from tokenmill.engine.spec import Pipeline
@@ -191,6 +192,8 @@ def execute(
     """Run the pipeline's fused stages over every shard, skipping shards whose manifest is current."""
     started = time.perf_counter()
     tasks = plan(pipeline)
+    if not tasks:
+        raise InputNotFound(f"pipeline {pipeline.name!r}: the inputs hold no shards")
     results: dict[str, dict[str, Any]] = {}
     todo = []
     for task in tasks:
@@ -226,10 +229,8 @@ def _submit(
     client: Client, todo: list[ShardTask], results: dict, skipped: int, total: int, progress: bool
 ) -> dict[str, str]:
     failed: dict[str, str] = {}
-    futures = {
-        client.submit(process_shard, task, key=f"shard-{task.shard.key}-{task.fingerprint[:12]}", pure=False): task
-        for task in todo
-    }
+    run_id = uuid.uuid4().hex[:8]  # fresh keys: a forced re-run must never be served a result Dask still holds
+    futures = {client.submit(process_shard, task, key=f"shard-{task.shard.key}-{run_id}"): task for task in todo}
     with ShardProgress(total, skipped, client.dashboard_link, enabled=progress) as bar:
         for future in as_completed(futures):
             task = futures[future]

@@ -43,12 +43,16 @@ class Reader(SourceStage):
     def input_files(self) -> list[tuple[str, int, str]]:
         return expand_paths(self.paths)
 
-    def admit(self, doc: Doc, out: Outcomes, raw_nbytes: int | None = None) -> bool:
-        """Count `doc` as read (`raw_nbytes` of input) and apply the checks every reader shares; True if kept."""
+    def admit(self, doc: Doc, out: Outcomes, raw_nbytes: int | None = None, where: str | None = None) -> bool:
+        """Count `doc` as read (`raw_nbytes` of input) and apply the checks every reader shares; True if kept.
+
+        `where` (file:line or file:row) names the record in messages when the document's id comes from the data.
+        """
         nbytes = doc.nbytes
         out.seen(nbytes if raw_nbytes is None else raw_nbytes)
         if nbytes > self.max_doc_bytes:
-            out.reject(doc, "too_large", f"read: {doc.id}: {nbytes:,} bytes > max_doc_bytes {self.max_doc_bytes:,}")
+            label = doc.id if where in (None, doc.id) else f"{where} (id {doc.id})"
+            out.reject(doc, "too_large", f"read: {label}: {nbytes:,} bytes > max_doc_bytes {self.max_doc_bytes:,}")
             return False
         if not doc.text.strip():
             out.reject(doc, "empty_document")

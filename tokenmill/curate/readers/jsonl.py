@@ -46,7 +46,7 @@ class JsonlReader(Reader):
                 if record is None:
                     continue
                 doc = self._to_document(record, where)
-                if self.admit(doc, out, len(raw)):
+                if self.admit(doc, out, len(raw), where):
                     yield doc
 
     def _parse(self, raw: bytes, where: str, out: Outcomes) -> dict[str, Any] | None:
@@ -58,6 +58,9 @@ class JsonlReader(Reader):
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             return self._fail(out, raw, "malformed_json", f"read: {where}: malformed JSON ({exc.msg}, col {exc.colno})")
+        except (ValueError, RecursionError) as exc:  # too deeply nested, or an integer over Python's digit limit
+            message = f"read: {where}: malformed JSON ({type(exc).__name__}: {exc})"[:500]
+            return self._fail(out, raw, "malformed_json", message)
         if not isinstance(record, dict):
             return self._fail(out, raw, "not_an_object", f"read: {where}: line is {type(record).__name__}, not object")
         text = _lookup(record, self.text_field)

@@ -42,7 +42,7 @@ class _TableReader(Reader):
                 where = f"{shard.name}:{row}"
                 row += 1
                 doc = self._to_document(record, where, out)
-                if doc is not None and self.admit(doc, out):
+                if doc is not None and self.admit(doc, out, where=where):
                     yield doc
 
     def _to_document(self, record: dict[str, Any], where: str, out: Outcomes) -> Doc | None:

@@ -17,15 +17,21 @@ from tokenmill.engine.stage import Outcomes, Shard
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
+def _valid_length(record) -> bool:
+    # warcio reads a missing Content-Length as "to the end of the file" and an unparsable one as 0 bytes.
+    declared = record.rec_headers.get_header("Content-Length")
+    return record.length is not None and declared is not None and declared.strip().isdigit()
+
+
 def _truncated(record) -> bool:
-    """The record's body ended before its Content-Length, or it has none (its headers were cut off)."""
-    return record.length is None or bool(getattr(record.raw_stream, "limit", 0))
+    """The record's body ended before its Content-Length, or that length is missing (its headers were cut off)."""
+    return not _valid_length(record) or bool(getattr(record.raw_stream, "limit", 0))
 
 
 def _cut_off(shard: Shard, offset: int, index: int, record) -> str:
     where = f"read: {shard.path} @ offset {offset}: record {index}"
-    if record.length is None:
-        return f"{where} has no Content-Length (headers cut off or malformed)"
+    if not _valid_length(record):
+        return f"{where} has no valid Content-Length (headers cut off or malformed)"
     return f"{where} cut off ({record.raw_stream.limit:,} of {record.length:,} bytes missing)"
 
 
