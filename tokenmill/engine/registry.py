@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -10,7 +11,8 @@ T = TypeVar("T", bound=type)
 
 STAGES: dict[str, type] = {}
 READERS: dict[str, type] = {}
-_BUILTIN_MODULES = ("tokenmill.curate.readers", "tokenmill.curate.normalize", "tokenmill.curate.custom")
+_PACKAGES = ("tokenmill.curate",)
+_loaded = False
 
 
 def register(name: str) -> Callable[[T], T]:
@@ -37,9 +39,15 @@ def register_reader(fmt: str) -> Callable[[T], T]:
 
 
 def load_builtins() -> None:
-    """Import the modules whose classes register themselves (idempotent)."""
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    """Import every module of the stage packages, so their classes register themselves (once)."""
+    global _loaded
+    if _loaded:
+        return
+    for package_name in _PACKAGES:
+        package = importlib.import_module(package_name)
+        for module in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
+            importlib.import_module(module.name)
+    _loaded = True
 
 
 def known_stages() -> list[str]:
