@@ -1,29 +1,21 @@
-"""The Dask executor: readers and consecutive document stages fused into one task per input shard.
+"""One fused task: a shard streamed through a reader and consecutive document stages into output files.
 
-Each task streams its shard through the stages in bounded batches, writes its output files under temporary
-names, renames them into place, and records a manifest with per-stage stats. The driver only submits tasks and
+Each task processes its shard in bounded batches, writes its output files under temporary names, renames them
+into place, and records a manifest with per-stage stats. The driver (see runner.py) only submits tasks and
 receives those small stats dictionaries; no document ever passes through it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from distributed import Client, as_completed
-from fsspec.core import url_to_fs
-
-from tokenmill.curate.writers import ShardWriter, Write, remove_temporaries
-from tokenmill.engine.cluster import connect
+from tokenmill.curate.writers import ShardWriter, Write
 from tokenmill.engine.documents import Doc, output_schema
-from tokenmill.engine.fsio import InputNotFound, join
-from tokenmill.engine.manifest import fingerprint, finished, write_manifest
-from tokenmill.engine.progress import ShardProgress
+from tokenmill.engine.manifest import fingerprint, write_manifest
 from tokenmill.engine.spec import Pipeline
 from tokenmill.engine.stage import DocumentStage, Outcomes, Shard, SourceStage
 from tokenmill.engine.stats import ConservationError, StageStats
@@ -76,6 +68,7 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     try:
         for stage in task.stages:
             stage.setup()
+            stage.start_shard(task.shard)
         batch: list[Doc] = []
         nbytes = 0
         for doc in _guarded(task.source.read(task.shard, read_out), task.shard, read_out):
@@ -131,39 +124,20 @@ def check_conservation(stats: list[StageStats]) -> None:
             )
 
 
-@dataclass
-class RunResult:
-    """What a run produced: output files, merged per-stage stats, and what was skipped, failed or flagged."""
-
-    name: str
-    output: str
-    curated: str
-    files: list[str]
-    stats: list[StageStats]
-    shards_total: int
-    shards_skipped: int
-    failed: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    report: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-def plan(pipeline: Pipeline) -> list[ShardTask]:
-    """List every input shard (on the driver) and build its task; raises InputNotFound for a missing input."""
-    sink = pipeline.sink
-    output_dir = sink.path or join(pipeline.output, "curated")
-    stages = tuple(pipeline.document_stages)
+def plan_segment(
+    sources: list[SourceStage],
+    stages: tuple[DocumentStage, ...],
+    sink: Write,
+    output_dir: str,
+    rejected_dir: str,
+    manifest_dir: str,
+    batch: tuple[int, int],
+) -> list[ShardTask]:
+    """List every shard of `sources` (on the driver) and build its task; raises InputNotFound for a missing input."""
     tasks = []
-    index = 0
-    for source in pipeline.sources:
+    for source in sources:
         for shard in source.shards():
-            shard = Shard(index, shard.path, shard.name, shard.size, shard.fingerprint)
-            index += 1
-            batch = (pipeline.batch_docs, int(pipeline.batch_mb * 1024 * 1024))
+            shard = Shard(len(tasks), shard.path, shard.name, shard.size, shard.fingerprint)
             tasks.append(
                 ShardTask(
                     shard=shard,
@@ -171,8 +145,8 @@ def plan(pipeline: Pipeline) -> list[ShardTask]:
                     stages=stages,
                     sink=sink,
                     output_dir=output_dir,
-                    rejected_dir=join(pipeline.output, "rejected"),
-                    manifest_dir=join(pipeline.output, "_manifest", "curate"),
+                    rejected_dir=rejected_dir,
+                    manifest_dir=manifest_dir,
                     fingerprint=fingerprint(shard, [source, *stages, sink], batch),
                     batch_docs=batch[0],
                     batch_bytes=batch[1],
@@ -181,88 +155,8 @@ def plan(pipeline: Pipeline) -> list[ShardTask]:
     return tasks
 
 
-def execute(
-    pipeline: Pipeline,
-    *,
-    client: Client | None = None,
-    address: str | None = None,
-    force: bool = False,
-    progress: bool = True,
-) -> RunResult:
-    """Run the pipeline's fused stages over every shard, skipping shards whose manifest is current."""
-    started = time.perf_counter()
-    tasks = plan(pipeline)
-    if not tasks:
-        raise InputNotFound(f"pipeline {pipeline.name!r}: the inputs hold no shards")
-    results: dict[str, dict[str, Any]] = {}
-    todo = []
-    for task in tasks:
-        done = None if force else finished(task.manifest_dir, task.shard, task.fingerprint)
-        if done is None:
-            todo.append(task)
-        else:
-            results[task.shard.key] = done
-    for directory in {tasks[0].output_dir, tasks[0].rejected_dir, tasks[0].manifest_dir}:
-        remove_temporaries(directory)
-    skipped = len(results)
-    failed: dict[str, str] = {}
-    if todo:
-        with contextlib.nullcontext(client) if client else connect(pipeline.cluster, address) as active:
-            failed = _submit(active, todo, results, skipped, len(tasks), progress)
-    _prune(tasks)
-    ordered = [results[t.shard.key] for t in tasks if t.shard.key in results]
-    stats = merge_stats(ordered, [s.label for s in pipeline.document_stages])
-    return RunResult(
-        name=pipeline.name,
-        output=pipeline.output,
-        curated=tasks[0].output_dir,
-        files=[f for r in ordered for f in r["files"]],
-        stats=stats,
-        shards_total=len(tasks),
-        shards_skipped=skipped,
-        failed=failed,
-        seconds=time.perf_counter() - started,
-    )
+def plan(pipeline: Pipeline) -> list[ShardTask]:
+    """The tasks of a pipeline's first segment (all of it when it has no global stage)."""
+    from tokenmill.engine.runner import first_segment_tasks
 
-
-def _submit(
-    client: Client, todo: list[ShardTask], results: dict, skipped: int, total: int, progress: bool
-) -> dict[str, str]:
-    failed: dict[str, str] = {}
-    run_id = uuid.uuid4().hex[:8]  # fresh keys: a forced re-run must never be served a result Dask still holds
-    futures = {client.submit(process_shard, task, key=f"shard-{task.shard.key}-{run_id}"): task for task in todo}
-    with ShardProgress(total, skipped, client.dashboard_link, enabled=progress) as bar:
-        for future in as_completed(futures):
-            task = futures[future]
-            try:
-                result = future.result()
-            except Exception as exc:  # a task that died after its retries: report it, finish the others
-                failed[task.shard.name] = f"{type(exc).__name__}: {exc}"[:500]
-                bar.advance(None)
-                continue
-            results[task.shard.key] = result
-            bar.advance(result["stats"][0])
-    return failed
-
-
-def merge_stats(results: list[dict[str, Any]], labels: list[str]) -> list[StageStats]:
-    merged = [StageStats("read")] + [StageStats(label) for label in labels]
-    for result in results:
-        for total, part in zip(merged, result["stats"]):
-            total.merge(StageStats.from_dict(part))
-    check_conservation(merged)
-    return merged
-
-
-def _prune(tasks: list[ShardTask]) -> None:
-    """Remove outputs and manifests of shards that no longer exist (the input set shrank since the last run)."""
-    keys = {t.shard.key for t in tasks}
-    for directory in {tasks[0].output_dir, tasks[0].rejected_dir, tasks[0].manifest_dir}:
-        fs, path = url_to_fs(directory)
-        if not fs.exists(path):
-            continue
-        for name in fs.ls(path, detail=False):
-            base = name.rsplit("/", 1)[-1]
-            key = base[5:10] if base.startswith("part-") else base.split(".")[0]
-            if key.isdigit() and len(key) == 5 and key not in keys:
-                fs.rm(name)
+    return first_segment_tasks(pipeline)

@@ -12,14 +12,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 class ShardProgress:
     """Advances once per finished shard; rates count only shards processed in this run (not skipped ones)."""
 
-    def __init__(self, total: int, skipped: int, dashboard: str | None, enabled: bool = True) -> None:
+    def __init__(
+        self, total: int, skipped: int, dashboard: str | None, enabled: bool = True, label: str = "shards"
+    ) -> None:
         self.enabled = enabled
         self.console = Console(stderr=True)
         self.docs = 0
         self.bytes = 0
         self.started = time.perf_counter()
         self.progress = Progress(
-            TextColumn("[bold]shards"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"),
@@ -31,7 +33,7 @@ class ShardProgress:
         if enabled and dashboard:
             self.console.print(f"Dask dashboard: {dashboard}")
         if enabled and skipped:
-            self.console.print(f"resuming: {skipped} of {total} shards already finished, skipped")
+            self.console.print(f"resuming: {skipped} of {total} {label} already finished, skipped")
 
     def __enter__(self) -> ShardProgress:
         self.progress.__enter__()

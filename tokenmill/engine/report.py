@@ -10,7 +10,7 @@ from tokenmill.engine.fsio import atomic_write_bytes, atomic_write_json, join
 from tokenmill.engine.stats import StageStats
 
 if TYPE_CHECKING:
-    from tokenmill.engine.executor import RunResult
+    from tokenmill.engine.runner import RunResult
 
 
 def emptied_warnings(stats: list[StageStats]) -> list[str]:
@@ -37,6 +37,7 @@ def write_stats(result: RunResult) -> None:
             "shards_skipped": result.shards_skipped,
             "failed": result.failed,
             "warnings": result.warnings,
+            "analyses": result.analyses,
             "seconds": round(result.seconds, 3),
             "stages": [s.to_dict() for s in result.stats],
         },
@@ -144,6 +145,8 @@ def _markdown(result: RunResult) -> str:
     lines += ["## Stages", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
     lines += ["", "Every stage satisfies `in == kept + rejected + errors`.", "", "![funnel](funnel.png)", ""]
+    for label, summary in result.analyses.items():
+        lines += [f"## {label}", ""] + [f"- {key}: {value}" for key, value in summary.items()] + [""]
     notes = [(s.stage, m) for s in result.stats for m in s.messages[:20]]
     if notes:
         lines += ["## Errors and notes (first 20 per stage)", ""]

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tokenmill.engine.cluster import ClusterSpec
 from tokenmill.engine.registry import READERS, STAGES, known_formats, known_stages, load_builtins
-from tokenmill.engine.stage import DocumentStage, SourceStage, Stage
+from tokenmill.engine.stage import DocumentStage, GlobalStage, SourceStage, Stage
 
 
 class SpecError(ValueError):
@@ -56,6 +56,20 @@ class Pipeline(BaseModel):
     @property
     def document_stages(self) -> list[DocumentStage]:
         return [s for s in self.stages if isinstance(s, DocumentStage)]
+
+    @property
+    def segments(self) -> list[tuple[list[DocumentStage], GlobalStage | None]]:
+        """Document stages grouped into fused segments, each ended by the global stage that follows it."""
+        segments: list[tuple[list[DocumentStage], GlobalStage | None]] = []
+        current: list[DocumentStage] = []
+        for stage in self.stages:
+            if isinstance(stage, DocumentStage):
+                current.append(stage)
+            elif isinstance(stage, GlobalStage):
+                segments.append((current, stage))
+                current = []
+        segments.append((current, None))
+        return segments
 
     @property
     def sink(self) -> Stage:

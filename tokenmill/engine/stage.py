@@ -73,6 +73,9 @@ class DocumentStage(Stage):
     def setup(self) -> None:
         """Load resources once per task, on the worker."""
 
+    def start_shard(self, shard: Shard) -> None:
+        """Called on the worker before a shard's first batch (stages that apply per-shard decisions use it)."""
+
     def process(self, doc: Doc) -> str | None:
         raise NotImplementedError
 
@@ -120,6 +123,32 @@ class Shard:
     @property
     def key(self) -> str:
         return f"{self.index:05d}"
+
+
+@dataclass(frozen=True)
+class ShardOutput:
+    """A finished shard of a segment: its key and the Parquet files holding its documents, in order."""
+
+    key: str
+    files: tuple[str, ...]
+
+
+class GlobalStage(Stage):
+    """A stage that must see the whole dataset (deduplication): it splits the pipeline into segments.
+
+    The segment before it is materialised as Parquet shards; `analyze` runs Dask tasks over those shards and
+    writes its decisions under `work_dir` (never gathering documents on the driver); `applier` returns the
+    document stage that applies those decisions, fused at the head of the next segment. `analyze` returns a
+    small summary (counts) for the report.
+    """
+
+    kind: ClassVar[str] = "global"
+
+    def analyze(self, client: Any, shards: list[ShardOutput], work_dir: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def applier(self, work_dir: str, analysis_id: str) -> DocumentStage:
+        raise NotImplementedError
 
 
 class SourceStage(Stage):
