@@ -48,13 +48,17 @@ def connect(spec: ClusterSpec, address: str | None = None) -> Iterator[Client]:
         cluster = build_slurm_cluster(spec.slurm)
         cluster.scale(jobs=int(spec.slurm.get("jobs", 1)))
     else:
+        # With the dashboard off, the scheduler's HTTP endpoints still need a port: a free one, not 8787.
+        dashboard = {"dashboard_address": spec.dashboard_address}
+        if spec.dashboard_address is None:
+            dashboard = {"dashboard_address": ":0", "scheduler_kwargs": {"dashboard": False}}
         cluster = LocalCluster(
             n_workers=spec.n_workers,
             threads_per_worker=spec.threads_per_worker,
             memory_limit=spec.memory_limit,
             processes=True,
-            dashboard_address=spec.dashboard_address,
             silence_logs=logging.ERROR,
+            **dashboard,
         )
     with cluster, Client(cluster) as client:
         yield client

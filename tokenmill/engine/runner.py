@@ -12,7 +12,6 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,132 +113,135 @@ def execute(
     progress: bool = True,
 ) -> RunResult:
     """Run every segment and global analysis, skipping shards and analyses whose manifests are current."""
-    started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        clients: list[Client] = [client] if client else []
-
-        def get_client() -> Client:  # a cluster is started only when there is work to do
-            if not clients:
-                clients.append(stack.enter_context(connect(pipeline.cluster, address)))
-            return clients[0]
-
-        return _run(pipeline, get_client, force, progress, started)
+        driver = _Driver(pipeline, stack, client, address, force, progress)
+        return driver.run()
 
 
-def _run(
-    pipeline: Pipeline, get_client: Callable[[], Client], force: bool, progress: bool, started: float
-) -> RunResult:
-    sources: list[SourceStage] = pipeline.sources
-    prefix: list[DocumentStage] = []
-    stats: list[StageStats] = []
-    analyses: dict[str, dict[str, Any]] = {}
-    failed: dict[str, str] = {}
-    total = skipped = 0
-    for index, (stages, global_stage) in enumerate(pipeline.segments):
-        segment = _segment(pipeline, index, sources, prefix + stages)
-        tasks = _tasks(pipeline, segment)
-        if not tasks:
-            raise InputNotFound(f"pipeline {pipeline.name!r}: the inputs hold no shards")
-        results, seg_failed, seg_skipped = _run_segment(tasks, get_client, force, progress, index)
-        failed.update(seg_failed)
-        total += len(tasks)
-        skipped += seg_skipped
-        ordered = [results[t.shard.key] for t in tasks if t.shard.key in results]
-        seg_stats = merge_stats(ordered, [s.label for s in segment.stages])
-        if stats:  # the segment re-reads what the previous one kept: nothing may appear or vanish in between
-            if not failed and seg_stats[0].docs_in != stats[-1].kept:
-                raise ConservationError(f"segment {index} read {seg_stats[0].docs_in}, previous kept {stats[-1].kept}")
-            seg_stats = seg_stats[1:]
-        stats += seg_stats
-        if global_stage is None:
-            break
-        if failed:  # a global analysis over an incomplete dataset would be wrong: stop here, report
-            break
-        outputs = [ShardOutput(r["shard"], tuple(r["files"])) for r in ordered]
-        analysis_id = _analysis_id(global_stage, ordered)
-        work_dir = join(pipeline.output, "_work", f"{index:02d}-{global_stage.stage_name}")
-        analyses[global_stage.label] = _analyze(global_stage, get_client, outputs, work_dir, analysis_id, force)
-        sources = [ShardSetReader.of(outputs)]
-        prefix = [global_stage.applier(work_dir, analysis_id)]
-    return RunResult(
-        name=pipeline.name,
-        output=pipeline.output,
-        curated=segment.output_dir,
-        files=[f for r in ordered for f in r["files"]],
-        stats=stats,
-        shards_total=total,
-        shards_skipped=skipped,
-        failed=failed,
-        analyses=analyses,
-        seconds=time.perf_counter() - started,
-    )
+class _Driver:
+    """Holds one run's settings and its client, started lazily: a fully resumed run starts no cluster."""
 
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        stack: contextlib.ExitStack,
+        client: Client | None,
+        address: str | None,
+        force: bool,
+        progress: bool,
+    ) -> None:
+        self.pipeline, self.stack, self.client, self.address = pipeline, stack, client, address
+        self.force, self.progress = force, progress
+        # A LocalCluster started with `dashboard_address: null` serves no dashboard: print no link then.
+        self.dashboard = bool(client or address or pipeline.cluster.address or pipeline.cluster.dashboard_address)
+        self.started = time.perf_counter()
 
-def _run_segment(
-    tasks: list[ShardTask], get_client: Callable[[], Client], force: bool, progress: bool, index: int
-) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
-    results: dict[str, dict[str, Any]] = {}
-    todo = []
-    for task in tasks:
-        done = None if force else finished(task.manifest_dir, task.shard, task.fingerprint)
-        if done is None:
-            todo.append(task)
-        else:
-            results[task.shard.key] = done
-    first = tasks[0]
-    for directory in {first.output_dir, first.rejected_dir, first.manifest_dir}:
-        remove_temporaries(directory)
-    skipped = len(results)
-    failed: dict[str, str] = {}
-    if todo:
-        label = "shards" if index == 0 else f"segment {index} shards"
-        failed = _submit(get_client(), todo, results, skipped, len(tasks), progress, label)
-    _prune(tasks)
-    return results, failed, skipped
+    def get_client(self) -> Client:
+        if self.client is None:
+            self.client = self.stack.enter_context(connect(self.pipeline.cluster, self.address))
+        return self.client
 
+    def run(self) -> RunResult:
+        pipeline = self.pipeline
+        sources: list[SourceStage] = pipeline.sources
+        prefix: list[DocumentStage] = []
+        stats: list[StageStats] = []
+        analyses: dict[str, dict[str, Any]] = {}
+        failed: dict[str, str] = {}
+        total = skipped = 0
+        for index, (stages, global_stage) in enumerate(pipeline.segments):
+            segment = _segment(pipeline, index, sources, prefix + stages)
+            tasks = _tasks(pipeline, segment)
+            if not tasks:
+                raise InputNotFound(f"pipeline {pipeline.name!r}: the inputs hold no shards")
+            results, seg_failed, seg_skipped = self.run_segment(tasks, index)
+            failed.update(seg_failed)
+            total += len(tasks)
+            skipped += seg_skipped
+            ordered = [results[t.shard.key] for t in tasks if t.shard.key in results]
+            seg_stats = merge_stats(ordered, [s.label for s in segment.stages])
+            if stats:  # the segment re-reads what the previous one kept: nothing may appear or vanish in between
+                if not failed and seg_stats[0].docs_in != stats[-1].kept:
+                    raise ConservationError(f"segment {index} read {seg_stats[0].docs_in}, before {stats[-1].kept}")
+                seg_stats = seg_stats[1:]
+            stats += seg_stats
+            if global_stage is None or failed:  # never analyse an incomplete dataset: stop here and report
+                break
+            outputs = [ShardOutput(r["shard"], tuple(r["files"])) for r in ordered]
+            analysis_id = _analysis_id(global_stage, ordered)
+            work_dir = join(pipeline.output, "_work", f"{index:02d}-{global_stage.stage_name}")
+            analyses[global_stage.label] = self.analyze(global_stage, outputs, work_dir, analysis_id)
+            sources = [ShardSetReader.of(outputs)]
+            prefix = [global_stage.applier(work_dir, analysis_id)]
+        return RunResult(
+            name=pipeline.name,
+            output=pipeline.output,
+            curated=segment.output_dir,
+            files=[f for r in ordered for f in r["files"]],
+            stats=stats,
+            shards_total=total,
+            shards_skipped=skipped,
+            failed=failed,
+            analyses=analyses,
+            seconds=time.perf_counter() - self.started,
+        )
 
-def _submit(
-    client: Client, todo: list[ShardTask], results: dict, skipped: int, total: int, progress: bool, label: str
-) -> dict[str, str]:
-    failed: dict[str, str] = {}
-    run_id = uuid.uuid4().hex[:8]  # fresh keys: a forced re-run must never be served a result Dask still holds
-    futures = {client.submit(process_shard, task, key=f"shard-{task.shard.key}-{run_id}"): task for task in todo}
-    with ShardProgress(total, skipped, client.dashboard_link, enabled=progress, label=label) as bar:
-        for future in as_completed(futures):
-            task = futures[future]
-            try:
-                result = future.result()
-            except Exception as exc:  # a task that died after its retries: report it, finish the others
-                failed[task.shard.name] = f"{type(exc).__name__}: {exc}"[:500]
-                bar.advance(None)
-                continue
-            results[task.shard.key] = result
-            bar.advance(result["stats"][0])
-    return failed
+    def run_segment(self, tasks: list[ShardTask], index: int) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
+        results: dict[str, dict[str, Any]] = {}
+        todo = []
+        for task in tasks:
+            done = None if self.force else finished(task.manifest_dir, task.shard, task.fingerprint)
+            if done is None:
+                todo.append(task)
+            else:
+                results[task.shard.key] = done
+        first = tasks[0]
+        for directory in {first.output_dir, first.rejected_dir, first.manifest_dir}:
+            remove_temporaries(directory)
+        skipped = len(results)
+        failed: dict[str, str] = {}
+        if todo:
+            label = "shards" if index == 0 else f"segment {index} shards"
+            failed = self.submit(todo, results, skipped, len(tasks), label)
+        _prune(tasks)
+        return results, failed, skipped
+
+    def submit(self, todo: list[ShardTask], results: dict, skipped: int, total: int, label: str) -> dict[str, str]:
+        client = self.get_client()
+        failed: dict[str, str] = {}
+        run_id = uuid.uuid4().hex[:8]  # fresh keys: a forced re-run must never be served a result Dask still holds
+        futures = {client.submit(process_shard, task, key=f"shard-{task.shard.key}-{run_id}"): task for task in todo}
+        dashboard = client.dashboard_link if self.dashboard else None
+        with ShardProgress(total, skipped, dashboard, enabled=self.progress, label=label) as bar:
+            for future in as_completed(futures):
+                task = futures[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # a task that died after its retries: report it, finish the others
+                    failed[task.shard.name] = f"{type(exc).__name__}: {exc}"[:500]
+                    bar.advance(None)
+                    continue
+                results[task.shard.key] = result
+                bar.advance(result["stats"][0])
+        return failed
+
+    def analyze(
+        self, stage: GlobalStage, outputs: list[ShardOutput], work_dir: str, analysis_id: str
+    ) -> dict[str, Any]:
+        marker = join(work_dir, "analysis.json")
+        if not self.force and exists(marker):
+            done = read_json(marker)
+            if done.get("analysis_id") == analysis_id:
+                return done["summary"]
+        summary = stage.analyze(self.get_client(), outputs, work_dir)
+        atomic_write_json(marker, {"analysis_id": analysis_id, "summary": summary})
+        return summary
 
 
 def _analysis_id(stage: GlobalStage, results: list[dict[str, Any]]) -> str:
     """Changes whenever the analysed shards or the stage's configuration change (then it is redone)."""
     payload = [stage.model_dump(mode="json"), type(stage).__qualname__, [r["fingerprint"] for r in results]]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _analyze(
-    stage: GlobalStage,
-    get_client: Callable[[], Client],
-    outputs: list[ShardOutput],
-    work_dir: str,
-    analysis_id: str,
-    force: bool,
-) -> dict[str, Any]:
-    marker = join(work_dir, "analysis.json")
-    if not force and exists(marker):
-        done = read_json(marker)
-        if done.get("analysis_id") == analysis_id:
-            return done["summary"]
-    summary = stage.analyze(get_client(), outputs, work_dir)
-    atomic_write_json(marker, {"analysis_id": analysis_id, "summary": summary})
-    return summary
 
 
 def merge_stats(results: list[dict[str, Any]], labels: list[str]) -> list[StageStats]:
