@@ -38,6 +38,7 @@ def write_stats(result: RunResult) -> None:
             "failed": result.failed,
             "warnings": result.warnings,
             "analyses": result.analyses,
+            "artifacts": result.artifacts,
             "seconds": round(result.seconds, 3),
             "stages": [s.to_dict() for s in result.stats],
         },
@@ -145,7 +146,7 @@ def _markdown(result: RunResult) -> str:
     lines += ["## Stages", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
     lines += ["", "Every stage satisfies `in == kept + rejected + errors`.", "", "![funnel](funnel.png)", ""]
-    for label, summary in result.analyses.items():
+    for label, summary in {**result.analyses, **result.artifacts}.items():
         lines += [f"## {label}", ""] + [f"- {key}: {value}" for key, value in summary.items()] + [""]
     notes = [(s.stage, m) for s in result.stats for m in s.messages[:20]]
     if notes:

@@ -23,6 +23,7 @@ from tokenmill.engine.cluster import connect
 from tokenmill.engine.executor import ShardTask, check_conservation, plan_segment, process_shard
 from tokenmill.engine.fsio import InputNotFound, atomic_write_json, exists, join, read_json
 from tokenmill.engine.manifest import finished
+from tokenmill.engine.post import PostContext, run_post_stages
 from tokenmill.engine.progress import ShardProgress
 from tokenmill.engine.shardset import ShardSetReader
 from tokenmill.engine.spec import Pipeline
@@ -47,6 +48,7 @@ class RunResult:
     failed: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     analyses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     report: str | None = None
     seconds: float = 0.0
 
@@ -173,6 +175,12 @@ class _Driver:
             analyses[global_stage.label] = self.analyze(global_stage, outputs, work_dir, analysis_id)
             sources = [ShardSetReader.of(outputs)]
             prefix = [global_stage.applier(work_dir, analysis_id)]
+        artifacts = {}
+        if pipeline.post_stages and not failed:
+            curated = [ShardOutput(r["shard"], tuple(r["files"])) for r in ordered]
+            curated_id = hashlib.sha256(json.dumps([r["fingerprint"] for r in ordered]).encode()).hexdigest()
+            ctx = PostContext(pipeline.output, curated, curated_id, self.get_client, self.force, self.progress)
+            artifacts = run_post_stages(pipeline.post_stages, ctx)
         return RunResult(
             name=pipeline.name,
             output=pipeline.output,
@@ -183,6 +191,7 @@ class _Driver:
             shards_skipped=skipped,
             failed=failed,
             analyses=analyses,
+            artifacts=artifacts,
             seconds=time.perf_counter() - self.started,
         )
 

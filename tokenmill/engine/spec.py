@@ -72,6 +72,10 @@ class Pipeline(BaseModel):
         return segments
 
     @property
+    def post_stages(self) -> list[Stage]:
+        return [s for s in self.stages if s.kind == "post"]
+
+    @property
     def sink(self) -> Stage:
         from tokenmill.curate.writers import Write
 
@@ -87,9 +91,16 @@ def structure_problems(stages: list[Stage]) -> list[str]:
     n_sources = sum(1 for k in kinds if k == "source")
     if kinds[:n_sources] != ["source"] * n_sources:
         problems.append("stages: `read` stages must come first")
+    tail = False
     for i, kind in enumerate(kinds):
-        if kind == "sink" and i != len(kinds) - 1:
-            problems.append(f"stages[{i}]: `write` must be the last stage")
+        if kind == "sink" and any(k != "post" for k in kinds[i + 1 :]):
+            problems.append(
+                f"stages[{i}]: after `write` only dataset stages (tokenizer, tokenize, train, ...) may follow"
+            )
+        if kind == "post":
+            tail = True
+        elif tail:
+            problems.append(f"stages[{i}]: document and dedup stages must come before `write` and dataset stages")
     return problems
 
 
