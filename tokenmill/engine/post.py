@@ -45,7 +45,7 @@ class PostStage(Stage):
     inputs: ClassVar[tuple[str, ...]] = ()
 
     def directory(self, ctx: PostContext) -> str:
-        return join(ctx.output, self.stage_name)
+        return join(ctx.output, self.produces or self.stage_name)
 
     def input_ids(self, ctx: PostContext) -> dict[str, str]:
         ids = {"data": ctx.curated_id}

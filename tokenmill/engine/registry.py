@@ -11,7 +11,8 @@ T = TypeVar("T", bound=type)
 
 STAGES: dict[str, type] = {}
 READERS: dict[str, type] = {}
-_PACKAGES = ("tokenmill.curate",)
+UNAVAILABLE: dict[str, str] = {}  # module -> why it could not be imported (an optional dependency is missing)
+_PACKAGES = ("tokenmill.curate", "tokenmill.tokenize")
 _loaded = False
 
 
@@ -46,7 +47,10 @@ def load_builtins() -> None:
     for package_name in _PACKAGES:
         package = importlib.import_module(package_name)
         for module in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
-            importlib.import_module(module.name)
+            try:
+                importlib.import_module(module.name)
+            except ModuleNotFoundError as exc:  # e.g. the `train` extra (torch) is not installed
+                UNAVAILABLE[module.name] = str(exc)
     _loaded = True
 
 

@@ -47,3 +47,16 @@ class ShardSetReader(SourceStage):
                         out.seen(doc.nbytes)
                         out.keep(doc)
                         yield doc
+
+
+def iter_shard_columns(shard: ShardOutput, columns: list[str], batch_rows: int = 4096) -> Iterator[tuple]:
+    """Yield (row, *values) for every document of a shard, in order, reading only `columns`."""
+    row = 0
+    for path in shard.files:
+        fs, local = url_to_fs(path)
+        with fs.open(local, "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns):
+                data = [batch.column(name).to_pylist() for name in columns]
+                for values in zip(*data):
+                    yield (row, *values)
+                    row += 1

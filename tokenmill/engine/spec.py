@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tokenmill.engine.cluster import ClusterSpec
-from tokenmill.engine.registry import READERS, STAGES, known_formats, known_stages, load_builtins
+from tokenmill.engine.registry import READERS, STAGES, UNAVAILABLE, known_formats, known_stages, load_builtins
 from tokenmill.engine.stage import DocumentStage, GlobalStage, SourceStage, Stage
 
 
@@ -156,7 +156,10 @@ def build_stages(entries: Any, problems: list[str], root: yaml.Node | None = Non
                 stages += _instantiate_reader(reader_args, sub, problems, root)
             continue
         if name not in STAGES:
-            problems.append(f"stages[{i}]{_line(root, loc)}: unknown stage {name!r}{_suggest(name, known_stages())}")
+            missing = "".join(f"; not loaded: {m} ({why})" for m, why in sorted(UNAVAILABLE.items()))
+            problems.append(
+                f"stages[{i}]{_line(root, loc)}: unknown stage {name!r}{_suggest(name, known_stages())}{missing}"
+            )
             continue
         if not isinstance(args, dict):
             problems.append(f"stages[{i}].{name}{_line(root, (*loc, name))}: arguments must be a mapping")

@@ -1,29 +1,16 @@
-"""What every dedup analysis needs: streaming a materialised shard's columns, running Dask tasks, a clean work
-directory."""
+"""What every dedup analysis needs: a materialised shard's columns, Dask tasks, a clean work directory."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pyarrow.parquet as pq
 from distributed import Client
 from fsspec.core import url_to_fs
 
-from tokenmill.engine.stage import ShardOutput
+from tokenmill.engine.shardset import iter_shard_columns
 
-
-def iter_shard_columns(shard: ShardOutput, columns: list[str], batch_rows: int = 4096) -> Iterator[tuple]:
-    """Yield (row, *values) for every document of a shard, in order, reading only `columns`."""
-    row = 0
-    for path in shard.files:
-        fs, local = url_to_fs(path)
-        with fs.open(local, "rb") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns):
-                data = [batch.column(name).to_pylist() for name in columns]
-                for values in zip(*data):
-                    yield (row, *values)
-                    row += 1
+__all__ = ["clean_work_dir", "iter_shard_columns", "run_tasks"]
 
 
 def run_tasks(client: Client, function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
