@@ -1,0 +1,194 @@
+"""`tokenize`: curated shards → a `datasets.load_from_disk`-loadable DatasetDict of token ids, one Dask task
+per shard, one Arrow file per shard and split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+from tokenizers import Tokenizer
+
+from tokenmill import __version__
+from tokenmill.curate.dedup.shards import run_tasks
+from tokenmill.engine.fsio import atomic_write_json, exists, join, read_json, tmp_name
+from tokenmill.engine.post import PostContext, PostStage
+from tokenmill.engine.registry import register
+from tokenmill.engine.shardset import iter_shard_columns
+from tokenmill.engine.stage import ShardOutput
+from tokenmill.tokenize.corpus import is_heldout
+from tokenmill.tokenize.trainer import EOS
+
+SPLITS = ("train", "validation")
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+@register("tokenize")
+class Tokenize(PostStage):
+    """Encodes every curated document (EOS appended) with the pipeline's tokenizer (or `tokenizer:` path).
+
+    Documents go to `validation` when a hash of their id falls below `validation_fraction` (the same documents
+    `tokenizer_train` held out when the fractions match), else to `train`. Empty documents are counted and
+    skipped. Special-token strings inside text stay text. Resumable per shard.
+    """
+
+    produces: ClassVar[str] = "tokens"
+    inputs: ClassVar[tuple[str, ...]] = ("tokenizer",)
+    validation_fraction: float = Field(0.01, ge=0, lt=1)
+    tokenizer: str | None = Field(None, description="a tokenizer.json to use instead of tokenizer_train's")
+    batch_docs: int = Field(512, gt=0)
+
+    def input_ids(self, ctx: PostContext) -> dict[str, str]:
+        if self.tokenizer:
+            return {"data": ctx.curated_id, "tokenizer": file_sha256(self.tokenizer)}
+        return super().input_ids(ctx)
+
+    def run(self, ctx: PostContext) -> dict[str, Any]:
+        tokenizer_json = self.tokenizer or ctx.artifact("tokenizer", "tokenize")["tokenizer_json"]
+        tokenizer = Tokenizer.from_file(tokenizer_json)
+        if tokenizer.token_to_id(EOS) is None:
+            raise ValueError(f"tokenize: {tokenizer_json} has no {EOS!r} token to separate documents")
+        directory = self.directory(ctx)
+        sha = file_sha256(tokenizer_json)
+        dtype = token_dtype(tokenizer.get_vocab_size())
+        jobs = []
+        for shard in ctx.curated:
+            identity = json.dumps([shard.key, list(shard.files), sha, self.model_dump(mode="json"), __version__])
+            jobs.append(
+                (shard, tokenizer_json, directory, dtype.name, self.validation_fraction, self.batch_docs, identity)
+            )
+        results = run_tasks(ctx.get_client(), tokenize_shard, jobs)
+        return write_dataset_metadata(directory, results, tokenizer, sha, dtype, ctx.curated_id)
+
+
+def tokenize_shard(args: tuple) -> dict[str, Any]:
+    """One shard → `train/data-<shard>.arrow` and `validation/data-<shard>.arrow` (skipped when already done)."""
+    shard, tokenizer_json, directory, dtype_name, fraction, batch_docs, identity = args
+    shard: ShardOutput
+    marker = join(directory, "_manifest", f"{shard.key}.json")
+    if exists(marker):
+        done = read_json(marker)
+        if done.get("identity") == identity and all(os.path.exists(join(directory, f)) for f in done["files"]):
+            return done
+    tokenizer = Tokenizer.from_file(tokenizer_json)
+    tokenizer.encode_special_tokens = True
+    eos = tokenizer.token_to_id(EOS)
+    dtype = np.dtype(dtype_name)
+    schema = pa.schema(
+        [("input_ids", pa.list_(pa.from_numpy_dtype(dtype))), ("id", pa.string()), ("source", pa.string())]
+    )
+    files = {split: f"{split}/data-{shard.key}.arrow" for split in SPLITS}
+    counts: dict[str, dict[str, list[int]]] = {split: {} for split in SPLITS}
+    empty = 0
+    sinks, writers, tmps = {}, {}, {}
+    for split in SPLITS:
+        final = join(directory, files[split])
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        tmps[split] = tmp_name(final)
+        sinks[split] = pa.OSFile(tmps[split], "wb")
+        writers[split] = pa.ipc.new_stream(sinks[split], schema)
+    pending: dict[str, list[tuple[str, str, str]]] = {split: [] for split in SPLITS}
+
+    def flush(split: str) -> None:
+        rows = pending[split]
+        if not rows:
+            return
+        encodings = tokenizer.encode_batch([text for _, text, _ in rows], add_special_tokens=False)
+        lengths = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
+        offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        values = np.empty(int(offsets[-1]), dtype=dtype)
+        for i, encoding in enumerate(encodings):
+            values[offsets[i] : offsets[i + 1] - 1] = encoding.ids
+        values[offsets[1:] - 1] = eos
+        ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+        batch = pa.record_batch([ids, pa.array([r[0] for r in rows]), pa.array([r[2] for r in rows])], schema=schema)
+        writers[split].write_batch(batch)
+        for (_, _, source), n in zip(rows, lengths.tolist()):
+            entry = counts[split].setdefault(source, [0, 0])
+            entry[0] += 1
+            entry[1] += n
+        pending[split] = []
+
+    for _, doc_id, text, source in iter_shard_columns(shard, ["id", "text", "source"]):
+        if not text:
+            empty += 1
+            continue
+        split = "validation" if is_heldout(doc_id, fraction) else "train"
+        pending[split].append((doc_id, text, source or "unknown"))
+        if len(pending[split]) >= batch_docs:
+            flush(split)
+    for split in SPLITS:
+        flush(split)
+        writers[split].close()
+        sinks[split].close()
+        os.replace(tmps[split], join(directory, files[split]))
+    result = {"shard": shard.key, "identity": identity, "files": files, "counts": counts, "empty_documents": empty}
+    atomic_write_json(marker, result)
+    return result
+
+
+def write_dataset_metadata(
+    directory: str, results: list[dict], tokenizer: Tokenizer, sha: str, dtype: np.dtype, data_id: str
+) -> dict[str, Any]:
+    """The files `datasets.load_from_disk` reads, plus our manifest (counts per split and source, lineage)."""
+    from datasets import Features, Sequence, Value
+
+    features = Features({"input_ids": Sequence(Value(dtype.name)), "id": Value("string"), "source": Value("string")})
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        data_files = [{"filename": os.path.basename(r["files"][split])} for r in results]
+        state = {
+            "_data_files": data_files,
+            "_fingerprint": hashlib.sha256(json.dumps([sha, data_id, split]).encode()).hexdigest()[:16],
+            "_format_columns": None,
+            "_format_kwargs": {},
+            "_format_type": None,
+            "_output_all_columns": False,
+            "_split": split,
+        }
+        atomic_write_json(join(directory, split, "state.json"), state)
+        atomic_write_json(join(directory, split, "dataset_info.json"), {"features": features.to_dict()})
+        by_source: dict[str, dict[str, int]] = {}
+        for r in results:
+            for source, (docs, tokens) in r["counts"][split].items():
+                entry = by_source.setdefault(source, {"documents": 0, "tokens": 0})
+                entry["documents"] += docs
+                entry["tokens"] += tokens
+        splits[split] = {
+            "documents": sum(e["documents"] for e in by_source.values()),
+            "tokens": sum(e["tokens"] for e in by_source.values()),
+            "by_source": dict(sorted(by_source.items())),
+        }
+    atomic_write_json(join(directory, "dataset_dict.json"), {"splits": list(SPLITS)})
+    manifest = {
+        "path": os.path.abspath(directory),
+        "tokenizer_sha256": sha,
+        "vocab_size": tokenizer.get_vocab_size(),
+        "eos_id": tokenizer.token_to_id(EOS),
+        "dtype": dtype.name,
+        "splits": splits,
+        "empty_documents_skipped": sum(r["empty_documents"] for r in results),
+        "data": data_id,
+        "tokenmill": __version__,
+    }
+    atomic_write_json(join(directory, "manifest.json"), manifest)
+    return {
+        "path": manifest["path"],
+        "dtype": dtype.name,
+        "train tokens": splits["train"]["tokens"],
+        "validation tokens": splits["validation"]["tokens"],
+        "tokenizer_sha256": sha,
+    }
