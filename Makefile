@@ -3,12 +3,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SAMPLE_DIR ?= data/sample
+# On these machines torch==2.13.0 is a CPU wheel on local disk; an unpinned torch pulls a multi-GB CUDA build.
+# Override for a GPU box: make setup TORCH=torch==2.13.0+cu124 (or TORCH=torch).
+TORCH ?= torch==2.13.0
 
 .PHONY: setup demo test lint format bench clean
 
 $(BIN)/tokenmill: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

@@ -12,7 +12,7 @@ T = TypeVar("T", bound=type)
 STAGES: dict[str, type] = {}
 READERS: dict[str, type] = {}
 UNAVAILABLE: dict[str, str] = {}  # module -> why it could not be imported (an optional dependency is missing)
-_PACKAGES = ("tokenmill.curate", "tokenmill.tokenize")
+_PACKAGES = ("tokenmill.curate", "tokenmill.tokenize", "tokenmill.train")
 _loaded = False
 
 

@@ -3,6 +3,7 @@
 from tokenmill.curate.readers.base import Reader
 from tokenmill.curate.readers.jsonl import JsonlReader, PileReader
 from tokenmill.curate.readers.tables import HFDatasetReader, ParquetReader
+from tokenmill.curate.readers.text import TextReader
 from tokenmill.curate.readers.warc import WarcReader, WetReader
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "ParquetReader",
     "PileReader",
     "Reader",
+    "TextReader",
     "WarcReader",
     "WetReader",
 ]
