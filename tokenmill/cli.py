@@ -112,6 +112,43 @@ def stages() -> None:
         console.print(f"[bold]read.format={fmt}[/bold]: {(cls.__doc__ or '').strip().splitlines()[0]}")
 
 
+@main.group()
+def quality() -> None:
+    """Train the fastText quality classifier used by the `quality` stage."""
+
+
+@quality.command("train")
+@click.argument("config_file", type=click.Path(dir_okay=False))
+def quality_train(config_file: str) -> None:
+    """Train from positive and negative sources in a YAML; writes model.bin and report.json."""
+    from tokenmill.curate.quality import load_training_config, train_classifier
+
+    try:
+        report = train_classifier(load_training_config(config_file))
+    except (SpecError, InputNotFound, ValueError, RuntimeError) as exc:
+        _fail(exc)
+    table = Table(title=f"quality classifier: held-out split ({report['heldout_fraction']:.0%})")
+    for column in ("class", "label", "selected", "train", "held out"):
+        table.add_column(column, justify="left" if column in ("class", "label") else "right")
+    for name, counts in report["counts"].items():
+        table.add_row(name, report["labels"][name], *(f"{counts[k]:,}" for k in ("selected", "train", "heldout")))
+    console.print(table)
+    if report["heldout"]:
+        metrics = report["heldout"]
+        console.print("  ".join(f"{k} {metrics[k]:.3f}" for k in ("precision", "recall", "f1", "accuracy")))
+    console.print(f"model: {report['model']}")
+
+
 def _fail(exc: BaseException) -> None:
     console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise SystemExit(1)
+
+
+def _add_model_commands() -> None:
+    from tokenmill.cli_models import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_model_commands()
