@@ -38,6 +38,8 @@ def save(
             {k: v.detach().contiguous() for k, v in model.state_dict().items()}, os.path.join(tmp, "model.safetensors")
         )
         state = {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "step": step}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from its generator
+            state["cuda_rng"] = torch.cuda.get_rng_state()
         torch.save(state, os.path.join(tmp, "trainer.pt"))
         with open(os.path.join(tmp, "meta.json"), "w") as handle:
             json.dump({**meta, "step": step}, handle, indent=2, sort_keys=True)

@@ -30,7 +30,7 @@ class TrainConfig(BaseModel):
     beta2: float = 0.99
     grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
     eval_interval: int = Field(100, gt=0)
-    eval_batches: int = Field(20, gt=0)
+    eval_batches: int = Field(20, gt=0, description="validation batches of the global batch size per evaluation")
     log_interval: int = Field(10, gt=0)
     keep_checkpoints: int = Field(2, gt=0)
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"

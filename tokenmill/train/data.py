@@ -1,8 +1,9 @@
 """Training batches: random windows of `block_size + 1` tokens from the memory-mapped token streams.
 
-A step's global batch is a pure function of (seed, step): resuming at step k draws exactly the windows an
-uninterrupted run would have drawn, and DDP rank r takes its contiguous slice of that same global batch, so
-2 ranks x B/2 see the same data as 1 process x B.
+A step's global batch (batch_size x grad_accum x world windows) is a pure function of (seed, step): resuming at
+step k draws exactly the windows an uninterrupted run would have drawn, and micro-batch m of DDP rank r takes its
+contiguous slice of that same global batch, so 2 ranks x B/2, 2 micro-batches x B/2 and 1 process x B all see
+the same data.
 """
 
 from __future__ import annotations
@@ -28,22 +29,25 @@ class WindowSampler:
         starts = np.array([len(a) - block_size for a in self.streams], dtype=np.int64)
         self.cumulative = np.cumsum(starts)
 
-    def windows(self, key: tuple[int, ...], count: int) -> np.ndarray:
-        """`count` windows (rows of block_size + 1 token ids, int64) determined by `key` alone."""
+    def windows(self, key: tuple[int, ...], count: int, rows: slice = slice(None)) -> np.ndarray:
+        """`count` windows (rows of block_size + 1 token ids, int64) determined by `key` alone, or only the
+        `rows` slice of them (the same rows, without copying the others)."""
         rng = np.random.default_rng([self.seed, *key])
-        positions = rng.integers(0, int(self.cumulative[-1]), size=count)
+        positions = rng.integers(0, int(self.cumulative[-1]), size=count)[rows]
         which = np.searchsorted(self.cumulative, positions, side="right")
         offsets = positions - np.concatenate([[0], self.cumulative[:-1]])[which]
-        out = np.empty((count, self.block_size + 1), dtype=np.int64)
+        out = np.empty((len(positions), self.block_size + 1), dtype=np.int64)
         for row, (stream, offset) in enumerate(zip(which, offsets)):
             out[row] = self.streams[stream][offset : offset + self.block_size + 1]
         return out
 
     def batch(
-        self, step: int, micro: int, batch_size: int, rank: int = 0, world: int = 1
+        self, step: int, micro: int, batch_size: int, rank: int = 0, world: int = 1, accum: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets for one micro-batch of `step`; `batch_size` is per rank."""
-        rows = self.windows((step, micro), batch_size * world)[rank * batch_size : (rank + 1) * batch_size]
+        """Inputs and targets for micro-batch `micro` (of `accum`) of `step` on `rank`; `batch_size` is per rank
+        and micro-batch."""
+        first = (micro * world + rank) * batch_size
+        rows = self.windows((step,), batch_size * world * accum, slice(first, first + batch_size))
         data = torch.from_numpy(rows)
         return data[:, :-1], data[:, 1:]
 

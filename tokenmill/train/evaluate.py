@@ -43,10 +43,9 @@ def evaluate(checkpoint_path: str, tokens: str, tokenizer_json: str, batches: in
         _, loss = model(x, y)
         total_loss += loss.item() * y.numel()
         total_tokens += y.numel()
-        # Bytes the targets stand for: decode each window's targets back to text.
-        total_bytes += sum(
-            len(t.encode("utf-8")) for t in tokenizer.decode_batch(y.tolist(), skip_special_tokens=False)
-        )
+        # Bytes of text the targets stand for: decode each window's targets back to text. The document separator
+        # stands for no text, so it adds no bytes (its loss still counts, as in the usual bits-per-byte).
+        total_bytes += sum(len(t.encode("utf-8")) for t in tokenizer.decode_batch(y.tolist(), skip_special_tokens=True))
     loss = total_loss / total_tokens
     return {
         "checkpoint": meta["path"],

@@ -45,6 +45,7 @@ class Train(PostStage, TrainConfig):
 class Evaluate(PostStage):
     """Validation loss, perplexity and bits per byte of the trained model, plus a generated sample."""
 
+    produces: ClassVar[str] = "evaluation"
     inputs: ClassVar[tuple[str, ...]] = ("checkpoint", "tokens", "tokenizer")
     batches: int = Field(50, gt=0)
     prompt: str = "The"

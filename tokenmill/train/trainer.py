@@ -79,13 +79,18 @@ def make_optimizer(model: GPT, config: TrainConfig, fused: bool) -> torch.optim.
 
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, batches: list, rt: Runtime) -> float:
+    """Mean loss over the fixed validation batches (all the same size); under DDP each rank evaluates every
+    `world`-th batch and the sums are all-reduced, so every rank gets the single-process value."""
     model.eval()
-    losses = []
-    for x, y in batches:
+    total = torch.zeros(2, dtype=torch.float64, device=rt.device)
+    for x, y in batches[rt.rank :: rt.world]:
         with rt.autocast():
-            losses.append(model(x.to(rt.device), y.to(rt.device))[1].float().item())
+            total[0] += model(x.to(rt.device), y.to(rt.device))[1].float()
+        total[1] += 1
+    if rt.world > 1:
+        dist.all_reduce(total)
     model.train()
-    return sum(losses) / len(losses)
+    return (total[0] / total[1]).item()
 
 
 def train(
@@ -107,7 +112,8 @@ def train(
     optimizer = make_optimizer(model, config, fused=rt.device.type == "cuda")
     sampler = WindowSampler(open_split(tokens, "train"), model_config.block_size, config.seed)
     validation = WindowSampler(open_split(tokens, "validation"), model_config.block_size, config.seed)
-    eval_batches = validation.fixed(config.eval_batches, config.batch_size)
+    # eval_batches counts global batches: the same validation windows whatever the split into ranks and micro-batches.
+    eval_batches = validation.fixed(config.eval_batches * config.grad_accum * rt.world, config.batch_size)
     meta = {
         "model": model_config.to_dict(),
         "train": config.model_dump(mode="json"),
@@ -122,6 +128,8 @@ def train(
         state = checkpoint.load_trainer_state(resume_from)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and rt.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], rt.device)
         start = state["step"]
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
     if rt.main:
@@ -144,7 +152,7 @@ def train(
             group["lr"] = learning_rate(step, config)
         total = torch.zeros((), device=rt.device)
         for micro in range(config.grad_accum):
-            x, y = sampler.batch(step, micro, config.batch_size, rt.rank, rt.world)
+            x, y = sampler.batch(step, micro, config.batch_size, rt.rank, rt.world, config.grad_accum)
             sync = micro == config.grad_accum - 1 or rt.world == 1
             with contextlib.nullcontext() if sync else net.no_sync(), rt.autocast():
                 loss = net(x.to(rt.device), y.to(rt.device))[1] / config.grad_accum
@@ -156,7 +164,7 @@ def train(
         if not math.isfinite(loss_value):
             optimizer.zero_grad(set_to_none=True)
             raise TrainingDiverged(
-                f"loss became {loss_value} at step {step}; stopped. Last good checkpoint: {last_good or 'none'} "
+                f"loss became {loss_value} at step {step + 1}; stopped. Last good checkpoint: {last_good or 'none'} "
                 "(lower lr, raise warmup_steps or enable grad_clip)"
             )
         if config.grad_clip > 0:
