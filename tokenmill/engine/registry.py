@@ -12,7 +12,8 @@ T = TypeVar("T", bound=type)
 STAGES: dict[str, type] = {}
 READERS: dict[str, type] = {}
 UNAVAILABLE: dict[str, str] = {}  # module -> why it could not be imported (an optional dependency is missing)
-_PACKAGES = ("tokenmill.curate", "tokenmill.tokenize", "tokenmill.train")
+_PACKAGES = ("tokenmill.curate", "tokenmill.tokenize")
+_MODULES = ("tokenmill.train.stages",)  # the train package itself needs torch; its stage module does not
 _loaded = False
 
 
@@ -44,13 +45,15 @@ def load_builtins() -> None:
     global _loaded
     if _loaded:
         return
+    names = list(_MODULES)
     for package_name in _PACKAGES:
         package = importlib.import_module(package_name)
-        for module in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
-            try:
-                importlib.import_module(module.name)
-            except ModuleNotFoundError as exc:  # e.g. the `train` extra (torch) is not installed
-                UNAVAILABLE[module.name] = str(exc)
+        names += [module.name for module in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}.")]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # an optional dependency of that module is not installed
+            UNAVAILABLE[name] = str(exc)
     _loaded = True
 
 

@@ -8,43 +8,15 @@ same logits), SwiGLU MLPs, no biases, tied input/output embeddings, attention th
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from tokenmill.train.config import PRESETS, GPTConfig
 
-@dataclass
-class GPTConfig:
-    vocab_size: int = 8192
-    block_size: int = 256
-    n_layer: int = 6
-    n_head: int = 6
-    n_embd: int = 384
-    mlp_hidden: int | None = None  # default: 8/3 * n_embd rounded up to a multiple of 32 (SwiGLU)
-    dropout: float = 0.0
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5
-
-    def __post_init__(self) -> None:
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
-        if (self.n_embd // self.n_head) % 2:
-            raise ValueError("the head size must be even for rotary positions")
-        if self.mlp_hidden is None:
-            self.mlp_hidden = 32 * math.ceil(8 * self.n_embd / 3 / 32)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-PRESETS = {
-    "tiny": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64},
-    "small": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256},
-    "base": {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024},
-}
+__all__ = ["GPT", "PRESETS", "GPTConfig", "rotary_tables", "rotate"]
 
 
 class RMSNorm(nn.Module):

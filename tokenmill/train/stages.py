@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import time
@@ -28,6 +29,8 @@ class Train(PostStage, TrainConfig):
     def run(self, ctx: PostContext) -> dict[str, Any]:
         from tokenmill.train.trainer import read_metrics, train
 
+        if importlib.util.find_spec("torch") is None:
+            raise RuntimeError("the train stage needs torch: pip install 'tokenmill[train]'")
         tokens = ctx.artifact("tokens", "train")["path"]
         tokenizer_json = ctx.artifact("tokenizer", "train")["tokenizer_json"]
         config = TrainConfig(**{k: getattr(self, k) for k in TrainConfig.model_fields})
