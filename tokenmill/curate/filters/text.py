@@ -7,10 +7,9 @@ looked up at each step, then URLs kept whole or infixes split), so the tokens of
 once with the same rules and then served from a cache by C-level dict lookups.
 
 Known differences from spaCy, all in rare inputs: Latin letters are told lower or upper case by Unicode
-properties (spaCy lists them by hand), only
-common emoticons are special cases, a special case split across two chunks can differ (spaCy matches them across
-whitespace before giving up), and chunks longer than `LONG_CHUNK` characters are split at word boundaries in one
-regex pass (spaCy's affix loop is quadratic on them).
+properties (spaCy lists them by hand), only common emoticons are special cases, a special case split across two
+chunks can differ (spaCy's matcher also looks across whitespace), and chunks longer than `LONG_CHUNK` characters
+are split at word boundaries in one regex pass (spaCy's affix loop is quadratic on them).
 """
 
 from __future__ import annotations
@@ -114,7 +113,7 @@ _INFIX = regex.compile(
 # optional port and path. spaCy keeps such a core whole instead of splitting it at infixes.
 _HOST = r"[A-Za-z0-9\u00a1-\uffff]"
 _URL = regex.compile(
-    r"(?:[\w+\-.]{2,}://)?(?:[^\s@]+@)?"
+    r"(?:[\w+\-.]{2,}://)?(?:\S+@)?"
     rf"(?:\d{{1,3}}(?:\.\d{{1,3}}){{3}}|(?:(?:{_HOST}[A-Za-z0-9\u00a1-\uffff_-]{{0,62}})?{_HOST}\.)+[{_LOWER}]{{2,63}})"
     r"(?::\d{2,5})?(?:[/?#]\S*)?",
     regex.V1,
