@@ -7,10 +7,11 @@ import json
 import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pipelines import pipeline_yaml, tree_bytes
 
 import tokenmill
 from tokenmill.curate.dedup.exact import text_key
+
+from pipelines import pipeline_yaml, tree_bytes
 
 
 def write_docs(path, docs: list[tuple[str, str, str | None]]) -> None:
@@ -36,7 +37,7 @@ def test_keeps_first_occurrence_across_shards_and_records_kept_id(tmp_path, clie
     write_docs(tmp_path / "in/a.jsonl", [("a0", "The same text.", None), ("a1", "Unique one.", None)])
     write_docs(tmp_path / "in/b.jsonl", [("b0", "the  SAME text.", None), ("b1", "The same text.", None)])
     result = tokenmill.run(spec_for(tmp_path), client=client)
-    read, dedup = result.stats
+    _, dedup = result.stats
     assert (dedup.docs_in, dedup.kept, dict(dedup.rejected)) == (4, 2, {"exact_duplicate": 2})
     assert [r["id"] for r in table_rows(tmp_path / "p/curated")] == ["a0", "a1"]
     rejected = table_rows(tmp_path / "p/rejected/segment-01")

@@ -79,7 +79,8 @@ def test_unknown_key_and_wrong_type_and_missing_key_reported_together():
 
 def test_unknown_reader_format_and_top_level_key():
     lines = problems("name: x\noutput: o\nstages:\n  - read: {format: csv, paths: [a]}\n")
-    assert lines == ["stages[0].read.format (line 4): must be one of hf, jsonl, parquet, pile, text, warc, wet (got 'csv')"]
+    formats = "hf, jsonl, parquet, pile, text, warc, wet"
+    assert lines == [f"stages[0].read.format (line 4): must be one of {formats} (got 'csv')"]
     lines = problems("name: x\noutput: o\nclustr: {}\nstages:\n  - read: {format: pile, paths: [a]}\n")
     assert lines[0].startswith("clustr (line 3): unknown key (did you mean 'cluster'?)")
 
