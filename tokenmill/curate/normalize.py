@@ -14,10 +14,9 @@ from tokenmill.engine.documents import Doc
 from tokenmill.engine.registry import register
 from tokenmill.engine.stage import DocumentStage
 
-# C0/C1 controls except tab and newline; carriage returns are folded into newlines first.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_SPACES = re.compile(r"[^\S\n]+")
-_LINE_EDGES = re.compile(r" ?\n ?")
+# C0/C1 controls except tab and newline (carriage returns are folded into newlines first), and the byte-order
+# mark, which some sources leave at the start of a text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff]")
 
 # Only ftfy's encoding repair runs: its other fixes (HTML unescaping, quote uncurling, width folding) change
 # legitimate text and are not what "repair mojibake" promises.
@@ -100,7 +99,8 @@ def normalize_text(
         # Removing the punctuation between a letter and a combining mark leaves them uncomposed.
         text = unicodedata.normalize(unicode, text)
     if collapse_whitespace:
-        text = _LINE_EDGES.sub("\n", _SPACES.sub(" ", text))
+        # str.split() splits on exactly the characters regex \s matches; per line it trims and collapses at once.
+        text = "\n".join(" ".join(line.split()) for line in text.split("\n"))
         text = _blank_lines(max_blank_lines).sub("\n" * (max_blank_lines + 1), text).strip()
     return text
 
