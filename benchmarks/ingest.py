@@ -16,22 +16,16 @@ Results and the targets they are checked against are recorded in docs/benchmarks
 
 from __future__ import annotations
 
-import os
-import sys
-
-# benchmarks/ also holds a `tokenize.py`: while this folder is sys.path[0] it shadows the standard library's
-# module of that name (logging -> linecache -> tokenize). This script imports nothing from the folder.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
 import argparse
 import gzip
 import json
 import logging
+import os
 import platform
 import re
 import resource
 import shutil
+import sys
 import tempfile
 import time
 import warnings

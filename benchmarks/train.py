@@ -25,23 +25,18 @@ not re-measured here: nanoGPT's code is not available offline.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
-import sys
+import platform
+import time
+from dataclasses import dataclass
 
-# benchmarks/tokenize.py would shadow the standard library's `tokenize` (a script's folder is sys.path[0]).
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import torch  # noqa: E402
-
-from tokenmill.train.config import TrainConfig  # noqa: E402
-from tokenmill.train.model import GPT, GPTConfig  # noqa: E402
-from tokenmill.train.trainer import Runtime, make_optimizer  # noqa: E402
+from tokenmill.train.config import TrainConfig
+from tokenmill.train.model import GPT, GPTConfig
+from tokenmill.train.trainer import Runtime, make_optimizer
 
 # nanoGPT on one CPU core, float32, as recorded in the issue (not measured by this script).
 ISSUE_NANOGPT_TOKENS_PER_S = {"reference": 9_900, "6x384": 710}

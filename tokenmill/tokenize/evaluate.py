@@ -88,6 +88,7 @@ def gpt2_reference() -> tuple[Tokenizer | None, str]:
 def evaluate_tokenizer(tokenizer_json: str, shards: list[ShardOutput], directory: str, fraction: float) -> dict:
     """Measure on held-out text, write `evaluation.md` and `evaluation.png` in `directory`, return the figures."""
     tokenizer = Tokenizer.from_file(tokenizer_json)
+    tokenizer.encode_special_tokens = True  # not saved in tokenizer.json; measure text as `tokenize` encodes it
     texts = heldout_texts(shards, fraction)
     if not texts:
         return {"skipped": "no held-out documents (heldout_fraction is 0 or the corpus is tiny)"}

@@ -3,6 +3,7 @@ per shard, one Arrow file per shard and split."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+from fsspec.core import url_to_fs
 from pydantic import Field
 from tokenizers import Tokenizer
 
@@ -28,6 +30,17 @@ SPLITS = ("train", "validation")
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
+
+
+def file_versions(shard: ShardOutput) -> list[list]:
+    """Each curated file's path, size and modification time: `write` reuses file names, so a shard rewritten
+    with other documents must not be mistaken for the one already encoded."""
+    versions = []
+    for path in shard.files:
+        fs, local = url_to_fs(path)
+        info = fs.info(local)
+        versions.append([path, info.get("size"), info.get("mtime")])
+    return versions
 
 
 def file_sha256(path: str) -> str:
@@ -63,14 +76,32 @@ class Tokenize(PostStage):
         directory = self.directory(ctx)
         sha = file_sha256(tokenizer_json)
         dtype = token_dtype(tokenizer.get_vocab_size())
+        markers = join(directory, "_manifest")
+        if ctx.force and exists(markers):  # `--force` re-encodes every shard, not only the dataset's metadata
+            fs, local = url_to_fs(markers)
+            fs.rm(local, recursive=True)
         jobs = []
+        config = self.model_dump(mode="json")
         for shard in ctx.curated:
-            identity = json.dumps([shard.key, list(shard.files), sha, self.model_dump(mode="json"), __version__])
+            identity = json.dumps([shard.key, file_versions(shard), sha, config, __version__], default=str)
             jobs.append(
                 (shard, tokenizer_json, directory, dtype.name, self.validation_fraction, self.batch_docs, identity)
             )
         results = run_tasks(ctx.get_client(), tokenize_shard, jobs)
         return write_dataset_metadata(directory, results, tokenizer, sha, dtype, ctx.curated_id)
+
+
+@functools.lru_cache(maxsize=1)
+def worker_tokenizer(tokenizer_json: str, mtime_ns: int, size: int) -> Tokenizer:
+    """One tokenizer per worker process (and version of the file), kept across shards.
+
+    Loading a fresh one for every shard and dropping the last made encoding about 3% slower with each further
+    shard a process had tokenized (measured on the mini-pile; the allocator's heap, by all signs), while one
+    long-lived tokenizer keeps its first-shard speed. `tokenizers` encodes from several threads safely.
+    """
+    tokenizer = Tokenizer.from_file(tokenizer_json)
+    tokenizer.encode_special_tokens = True  # text that spells a special token stays text
+    return tokenizer
 
 
 def tokenize_shard(args: tuple) -> dict[str, Any]:
@@ -80,15 +111,17 @@ def tokenize_shard(args: tuple) -> dict[str, Any]:
     marker = join(directory, "_manifest", f"{shard.key}.json")
     if exists(marker):
         done = read_json(marker)
-        if done.get("identity") == identity and all(os.path.exists(join(directory, f)) for f in done["files"]):
+        if done.get("identity") == identity and all(os.path.exists(join(directory, f)) for f in done["files"].values()):
             return done
-    tokenizer = Tokenizer.from_file(tokenizer_json)
-    tokenizer.encode_special_tokens = True
+    stat = os.stat(tokenizer_json)
+    tokenizer = worker_tokenizer(tokenizer_json, stat.st_mtime_ns, stat.st_size)
+    # The same ids as encode_batch without computing character offsets, which token shards never use: about 20%
+    # faster (tokenizers >= 0.20; older versions fall back).
+    encode_batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     eos = tokenizer.token_to_id(EOS)
     dtype = np.dtype(dtype_name)
-    schema = pa.schema(
-        [("input_ids", pa.list_(pa.from_numpy_dtype(dtype))), ("id", pa.string()), ("source", pa.string())]
-    )
+    token_type = pa.from_numpy_dtype(dtype)
+    schema = pa.schema([("input_ids", pa.list_(token_type)), ("id", pa.string()), ("source", pa.string())])
     files = {split: f"{split}/data-{shard.key}.arrow" for split in SPLITS}
     counts: dict[str, dict[str, list[int]]] = {split: {} for split in SPLITS}
     empty = 0
@@ -105,15 +138,17 @@ def tokenize_shard(args: tuple) -> dict[str, Any]:
         rows = pending[split]
         if not rows:
             return
-        encodings = tokenizer.encode_batch([text for _, text, _ in rows], add_special_tokens=False)
-        lengths = np.fromiter((len(e.ids) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
+        encodings = encode_batch([text for _, text, _ in rows], add_special_tokens=False)
+        # len(encoding), not len(encoding.ids): each `.ids` access builds a new Python list of the ids.
+        lengths = np.fromiter((len(e) + 1 for e in encodings), dtype=np.int64, count=len(encodings))
         offsets = np.zeros(len(rows) + 1, dtype=np.int32)
         np.cumsum(lengths, out=offsets[1:])
         values = np.empty(int(offsets[-1]), dtype=dtype)
         for i, encoding in enumerate(encodings):
             values[offsets[i] : offsets[i + 1] - 1] = encoding.ids
         values[offsets[1:] - 1] = eos
-        ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+        # With the type given, pa.array wraps the numpy buffer; without it, it scans every value (~15 ns each).
+        ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=token_type))
         batch = pa.record_batch([ids, pa.array([r[0] for r in rows]), pa.array([r[2] for r in rows])], schema=schema)
         writers[split].write_batch(batch)
         for (_, _, source), n in zip(rows, lengths.tolist()):

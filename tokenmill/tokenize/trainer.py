@@ -15,7 +15,7 @@ from tokenmill.engine.registry import register
 from tokenmill.engine.stage import ShardOutput
 from tokenmill.tokenize.corpus import stream_texts
 from tokenmill.tokenize.evaluate import evaluate_tokenizer
-from tokenmill.tokenize.vocab import Model, build, minimum_vocab, save_pretrained, trainer_for
+from tokenmill.tokenize.vocab import UNK, Model, build, minimum_vocab, save_pretrained, trainer_for
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -50,7 +50,8 @@ class TokenizerTrain(PostStage):
         if self.vocab_size < smallest:
             raise ValueError(
                 f"vocab_size {self.vocab_size} is below the {self.model} alphabet: at least {smallest} "
-                f"({'256 bytes + ' if self.model == 'bpe' else ''}{len(self.special_tokens)} special tokens)"
+                f"({'256 bytes + ' if self.model == 'bpe' else ''}{len(self.special_tokens)} special tokens"
+                f"{'' if self.model == 'bpe' or UNK in self.special_tokens else ' + <unk>'})"
             )
         for source, weight in self.source_weights.items():
             if not 0 <= weight <= 1:
@@ -88,7 +89,16 @@ def train_tokenizer(stage: TokenizerTrain, shards: list[ShardOutput], directory:
             seen["bytes"] += sum(len(t.encode("utf-8", "surrogatepass")) for t in batch)
             yield batch
 
-    tokenizer.train_from_iterator(texts(), trainer)
+    try:
+        tokenizer.train_from_iterator(texts(), trainer)
+    except Exception as exc:  # `tokenizers` raises a bare Exception; this one depends on the data, not the config
+        if "not large enough to contain all chars" not in str(exc):
+            raise
+        raise ValueError(
+            f"tokenizer_train: vocab_size {stage.vocab_size} is smaller than the number of distinct characters in "
+            f"the training text, all of which a {stage.model} vocabulary must hold; raise vocab_size (or narrow "
+            "the text with source_weights / max_bytes)"
+        ) from exc
     if seen["documents"] == 0:
         raise ValueError("tokenizer_train: the curated dataset has no training documents")
     pad = PAD if PAD in stage.special_tokens else None

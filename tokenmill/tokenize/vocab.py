@@ -65,6 +65,9 @@ def trainer_for(
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
+    # The unknown token must be in the vocabulary (the word-level trainers do not add it, and encoding an unseen
+    # word would fail); placed after the user's special tokens so the document separator keeps id 0.
+    special_tokens = with_unk(special_tokens)
     if model == "unigram":
         return trainer_cls(vocab_size=vocab_size, special_tokens=special_tokens, unk_token=UNK, show_progress=False)
     return trainer_cls(
@@ -72,9 +75,14 @@ def trainer_for(
     )
 
 
+def with_unk(special_tokens: list[str]) -> list[str]:
+    return special_tokens if UNK in special_tokens else [*special_tokens, UNK]
+
+
 def minimum_vocab(model: Model, special_tokens: list[str]) -> int:
-    """The smallest vocabulary a model can have: byte-level BPE needs all 256 bytes plus the special tokens."""
-    return 256 + len(special_tokens) if model == "bpe" else len(special_tokens) + 1
+    """The smallest vocabulary a model can have: byte-level BPE needs all 256 bytes plus the special tokens,
+    the others at least their special tokens and `<unk>`."""
+    return 256 + len(special_tokens) if model == "bpe" else len(with_unk(special_tokens))
 
 
 def save_pretrained(tokenizer: Tokenizer, directory: str, eos: str, pad: str | None, max_length: int) -> None:
