@@ -71,6 +71,7 @@ def generate(
     """Sample a continuation of `prompt` (temperature, then top-k, then nucleus/top-p filtering)."""
     model, _ = load_model(checkpoint_path)
     tokenizer = Tokenizer.from_file(tokenizer_json)
+    tokenizer.encode_special_tokens = True  # a prompt's literal "<|endoftext|>" is text, as in training data
     generator = torch.Generator().manual_seed(seed)
     ids = tokenizer.encode(prompt, add_special_tokens=False).ids or [tokenizer.token_to_id("<|endoftext|>")]
     idx = torch.tensor([ids], dtype=torch.long)
