@@ -31,7 +31,6 @@ from typing import Any, Literal
 
 import fsspec
 import pyarrow as pa
-import yaml
 from fsspec.core import url_to_fs
 from pydantic import (
     BaseModel,
@@ -46,7 +45,7 @@ from pydantic import (
 
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.registry import load_builtins, register
-from tokenmill.engine.spec import SpecError, _describe, _instantiate_reader
+from tokenmill.engine.spec import SpecError, describe_error, instantiate_reader, load_yaml_mapping, read_text
 from tokenmill.engine.stage import DocumentStage, Outcomes, SourceStage
 from tokenmill.engine.stats import StageStats
 
@@ -165,20 +164,7 @@ class QualityTrainConfig(BaseModel):
 def load_training_config(path: str | os.PathLike[str]) -> QualityTrainConfig:
     """Read and validate a training YAML; raises SpecError with one line per problem (key path and YAML line)."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise SpecError([f"cannot read training config: {exc.strerror}"], path) from exc
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError([f"{where}invalid YAML: {getattr(exc, 'problem', None) or exc}"], path) from exc
-    if not isinstance(data, dict):
-        raise SpecError(["the file must be a mapping with output, positive and negative"], path)
+    data, root = load_yaml_mapping(read_text(path, "training config"), path, "output, positive and negative")
     load_builtins()
     problems: list[str] = []
     failed = set()  # readers already reported: pydantic's complaint about their placeholder would repeat them
@@ -186,7 +172,7 @@ def load_training_config(path: str | os.PathLike[str]) -> QualityTrainConfig:
         entries = data.get(side)
         for i, entry in enumerate(entries if isinstance(entries, list) else []):
             if isinstance(entry, dict) and "read" in entry:
-                readers = _instantiate_reader(entry["read"], (side, i, "read"), problems, root)
+                readers = instantiate_reader(entry["read"], (side, i, "read"), problems, root)
                 entry["read"] = readers[0] if readers else None
                 if not readers:
                     failed.add((side, i, "read"))
@@ -194,7 +180,7 @@ def load_training_config(path: str | os.PathLike[str]) -> QualityTrainConfig:
         config = QualityTrainConfig(**data)
     except ValidationError as exc:
         errors = [err for err in exc.errors() if tuple(err["loc"][:3]) not in failed]
-        problems += [_describe(err, (), root, QualityTrainConfig) for err in errors]
+        problems += [describe_error(err, (), root, QualityTrainConfig) for err in errors]
     if problems:
         raise SpecError(problems, path)
     return config

@@ -104,18 +104,17 @@ def structure_problems(stages: list[Stage]) -> list[str]:
     return problems
 
 
-def load_pipeline(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Pipeline:
-    """Read and validate a pipeline YAML file; raises SpecError listing every problem."""
+def read_text(path: str | os.PathLike[str], what: str = "pipeline file") -> str:
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return handle.read()
     except OSError as exc:
-        raise SpecError([f"cannot read pipeline file: {exc.strerror}"], path) from exc
-    return parse_pipeline(text, path, overrides)
+        raise SpecError([f"cannot read {what}: {exc.strerror}"], path) from exc
 
 
-def parse_pipeline(text: str, source: str = "pipeline", overrides: dict[str, Any] | None = None) -> Pipeline:
+def load_yaml_mapping(text: str, source: str, expected: str) -> tuple[dict[str, Any], yaml.Node]:
+    """`yaml.safe_load` plus the composed node tree (for line numbers); SpecError unless it is a mapping."""
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -124,7 +123,17 @@ def parse_pipeline(text: str, source: str = "pipeline", overrides: dict[str, Any
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise SpecError([f"{where}invalid YAML: {getattr(exc, 'problem', None) or exc}"], source) from exc
     if not isinstance(data, dict):
-        raise SpecError(["the file must be a mapping with name, output and stages"], source)
+        raise SpecError([f"the file must be a mapping with {expected}"], source)
+    return data, root
+
+
+def load_pipeline(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> Pipeline:
+    """Read and validate a pipeline YAML file; raises SpecError listing every problem."""
+    return parse_pipeline(read_text(path), os.fspath(path), overrides)
+
+
+def parse_pipeline(text: str, source: str = "pipeline", overrides: dict[str, Any] | None = None) -> Pipeline:
+    data, root = load_yaml_mapping(text, source, "name, output and stages")
     data.update(overrides or {})
     problems: list[str] = []
     stages = build_stages(data.get("stages"), problems, root)
@@ -133,7 +142,7 @@ def parse_pipeline(text: str, source: str = "pipeline", overrides: dict[str, Any
     try:
         return Pipeline(**{**data, "stages": stages})
     except ValidationError as exc:
-        raise SpecError([_describe(err, (), root) for err in exc.errors()], source) from exc
+        raise SpecError([describe_error(err, (), root) for err in exc.errors()], source) from exc
 
 
 def build_stages(entries: Any, problems: list[str], root: yaml.Node | None = None) -> list[Stage]:
@@ -153,7 +162,7 @@ def build_stages(entries: Any, problems: list[str], root: yaml.Node | None = Non
         if name == "read":
             for j, reader_args in enumerate(args if isinstance(args, list) else [args]):
                 sub = (*loc, "read", j) if isinstance(args, list) else (*loc, "read")
-                stages += _instantiate_reader(reader_args, sub, problems, root)
+                stages += instantiate_reader(reader_args, sub, problems, root)
             continue
         if name not in STAGES:
             missing = "".join(f"; not loaded: {m} ({why})" for m, why in sorted(UNAVAILABLE.items()))
@@ -168,7 +177,7 @@ def build_stages(entries: Any, problems: list[str], root: yaml.Node | None = Non
     return stages
 
 
-def _instantiate_reader(args: Any, loc: tuple, problems: list[str], root) -> list[Stage]:
+def instantiate_reader(args: Any, loc: tuple, problems: list[str], root) -> list[Stage]:
     if not isinstance(args, dict):
         problems.append(f"{_path(loc)}{_line(root, loc)}: must be a mapping with `format` and `paths`")
         return []
@@ -185,13 +194,13 @@ def _instantiate(cls: type[Stage], args: dict, loc: tuple, problems: list[str], 
     try:
         return [cls(**args)]
     except ValidationError as exc:
-        problems.extend(_describe(err, loc, root, cls) for err in exc.errors())
+        problems.extend(describe_error(err, loc, root, cls) for err in exc.errors())
     except (TypeError, ValueError) as exc:
         problems.append(f"{_path(loc)}{_line(root, loc)}: {exc}")
     return []
 
 
-def _describe(err: dict[str, Any], prefix: tuple, root, model: type[BaseModel] | None = None) -> str:
+def describe_error(err: dict[str, Any], prefix: tuple, root, model: type[BaseModel] | None = None) -> str:
     loc = (*prefix, *err["loc"])
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "literal_error":
