@@ -64,19 +64,12 @@ def run_command(
 
 def _summary(result) -> None:
     table = Table(title=f"{result.name}: {result.shards_total} shards ({result.shards_skipped} skipped)")
-    for column in ("stage", "in", "kept", "rejected", "errors", "changed", "MB in", "MB kept"):
+    from tokenmill.engine.report import HEADER, stage_rows
+
+    for column in HEADER[:8]:
         table.add_column(column, justify="left" if column == "stage" else "right")
-    for s in result.stats:
-        table.add_row(
-            s.stage,
-            f"{s.docs_in:,}",
-            f"{s.kept:,}",
-            f"{s.n_rejected:,}",
-            f"{s.n_errors:,}",
-            f"{s.changed:,}",
-            f"{s.bytes_in / 1e6:,.2f}",
-            f"{s.bytes_kept / 1e6:,.2f}",
-        )
+    for row in stage_rows(result):
+        table.add_row(*row[:8])
     console.print(table)
     for s in result.stats:
         for message in s.messages[:10]:

@@ -95,7 +95,8 @@ def _reasons(counter: dict) -> str:
     return ", ".join(f"{k}={v:,}" for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def _rows(result: RunResult) -> list[list[str]]:
+def stage_rows(result: RunResult) -> list[list[str]]:
+    """One formatted row per stage, columns as in HEADER (the console summary shows the first eight)."""
     return [
         [
             s.stage,
@@ -144,7 +145,7 @@ def _markdown(result: RunResult) -> str:
         lines += [f"- **shard {k} failed: {v}**" for k, v in result.failed.items()]
         lines.append("")
     lines += ["## Stages", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(result)]
+    lines += ["| " + " | ".join(row) + " |" for row in stage_rows(result)]
     lines += ["", "Every stage satisfies `in == kept + rejected + errors`.", "", "![funnel](funnel.png)", ""]
     for label, summary in {**result.analyses, **result.artifacts}.items():
         lines += [f"## {label}", ""] + [f"- {key}: {value}" for key, value in summary.items()] + [""]
@@ -162,7 +163,7 @@ def _html(result: RunResult) -> str:
     warnings = "".join(f"<li class=warn>{esc(w)}</li>" for w in result.warnings)
     warnings += "".join(f"<li class=warn>shard {esc(k)} failed: {esc(v)}</li>" for k, v in result.failed.items())
     head = "".join(f"<th>{esc(h)}</th>" for h in HEADER)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in _rows(result))
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in stage_rows(result))
     notes = "".join(f"<li><code>{esc(m)}</code></li>" for s in result.stats for m in s.messages[:20])
     summary = esc(json.dumps({"shards": result.shards_total, "skipped": result.shards_skipped}))
     return f"""<!doctype html><meta charset=utf-8><title>tokenmill: {esc(result.name)}</title>
