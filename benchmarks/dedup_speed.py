@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import json
 import logging
 import multiprocessing
@@ -45,7 +44,7 @@ from pathlib import Path
 
 import psutil
 import yaml
-import zstandard
+from dedup_quality import load_pile  # the same loader: a sibling script in benchmarks/
 
 import tokenmill
 from tokenmill.curate.dedup.signatures import MinHasher
@@ -54,14 +53,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PILE = REPO_ROOT.parent / "shared" / "data" / "pile"
 _WORDS = re.compile(r"\w+")
 MB = 1_000_000
-
-
-def load_pile(directory: Path) -> list[str]:
-    texts = []
-    for path in sorted(directory.glob("*.jsonl.zst")):
-        with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as stream:
-            texts += [json.loads(line)["text"] for line in io.TextIOWrapper(stream, encoding="utf-8")]
-    return texts
 
 
 def cpu_seconds(function) -> float:
