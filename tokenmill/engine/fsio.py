@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -125,12 +124,3 @@ def read_json(url: str) -> Any:
 def exists(url: str) -> bool:
     fs, path = url_to_fs(url)
     return fs.exists(path)
-
-
-def file_digest(url: str) -> str:
-    fs, path = url_to_fs(url)
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -162,6 +162,3 @@ class SourceStage(Stage):
     def read(self, shard: Shard, out: Outcomes) -> Iterator[Doc]:
         """Yield kept documents; report every record (`out.seen`) and every rejection or error on `out`."""
         raise NotImplementedError
-
-    def describe(self) -> dict[str, Any]:
-        return self.model_dump()
