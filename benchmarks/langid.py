@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from tokenmill.curate.langid import LanguageID, bundled_model_path
+from tokenmill.curate.filters.language import LanguageID, bundled_model_path
 from tokenmill.curate.readers import PileReader
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.stage import Outcomes

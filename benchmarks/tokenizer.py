@@ -144,7 +144,7 @@ def train_direct(texts: list[str], vocab_size: int, directory: Path) -> str:
 
 
 def train_tokenmill(shards: list, vocab_size: int, directory: Path) -> str:
-    from tokenmill.tokenize.trainer import TokenizerTrain, train_tokenizer
+    from tokenmill.tokenize.tokenizer_train import TokenizerTrain, train_tokenizer
 
     stage = TokenizerTrain(vocab_size=vocab_size, heldout_fraction=0.0)  # train on everything, as direct does
     return train_tokenizer(stage, shards, str(directory))["tokenizer_json"]
@@ -154,7 +154,7 @@ def training_run(side: str, shards: list, vocab_size: int, directory: Path) -> t
     """One timed training; `direct` gets its texts in memory before the clock starts, and imports are done."""
     import pandas  # noqa: F401
 
-    import tokenmill.tokenize.trainer  # noqa: F401
+    import tokenmill.tokenize.tokenizer_train  # noqa: F401
 
     if side == "direct":
         texts = read_texts(shards)
@@ -177,7 +177,7 @@ def encode_raw(tokenizer_json: str, texts: list[str], method: str) -> int:
 
 
 def encode_tokenmill(tokenizer_json: str, shards: list, directory: Path) -> int:
-    from tokenmill.tokenize.shards import tokenize_shard
+    from tokenmill.tokenize.tokenize_stage import tokenize_shard
 
     tokens = 0
     for shard in shards:
@@ -208,7 +208,7 @@ def encoding_run(side: str, tokenizer_json: str, shards: list, directory: Path) 
     import datatrove.pipeline.tokens.tokenizer  # noqa: F401
     import pandas  # noqa: F401
 
-    import tokenmill.tokenize.shards  # noqa: F401
+    import tokenmill.tokenize.tokenize_stage  # noqa: F401
 
     if side.startswith("raw"):
         texts = read_texts(shards)

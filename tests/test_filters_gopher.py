@@ -24,8 +24,8 @@ from tokenmill.curate.filters.gopher import (
     word_hashes,
     word_stats,
 )
-from tokenmill.curate.filters.text import is_punctuation, tokenize_chunk, words
 from tokenmill.curate.readers.jsonl import PileReader
+from tokenmill.curate.text.words import is_punctuation, tokenize_chunk, words
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.registry import STAGES, known_stages
 from tokenmill.engine.stage import DocumentFilter, Outcomes

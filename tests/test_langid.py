@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tokenmill.curate.langid import (
+from tokenmill.curate.filters.language import (
     LanguageID,
     bundled_model_path,
     is_kept_language,

@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tokenmill
-from tokenmill.curate.decontaminate import OOV, Decontaminate, ngram_hashes, sample_texts, word_hash, words
 from tokenmill.curate.dedup.lines import (
     EXEMPT,
     RemoveFrequentLines,
@@ -30,6 +29,7 @@ from tokenmill.curate.dedup.lines import (
     sum_by_key,
 )
 from tokenmill.curate.dedup.partitions import write_table
+from tokenmill.curate.filters.decontaminate import OOV, Decontaminate, ngram_hashes, sample_texts, word_hash, words
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.spec import SpecError, parse_pipeline
 from tokenmill.engine.stage import Outcomes

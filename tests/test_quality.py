@@ -17,14 +17,12 @@ from hypothesis import strategies as st
 
 import tokenmill
 from tokenmill.cli import main
-from tokenmill.curate.quality import (
+from tokenmill.curate.filters.quality import QualityClassifier, TextPreprocess, prepare_text
+from tokenmill.curate.quality_training import (
     ClassSample,
-    QualityClassifier,
     QualityTrainConfig,
-    TextPreprocess,
     binary_metrics,
     load_training_config,
-    prepare_text,
     train_classifier,
     unit_hash,
 )

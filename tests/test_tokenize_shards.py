@@ -28,9 +28,9 @@ from tokenmill.engine.documents import BASE_SCHEMA
 from tokenmill.engine.post import PostContext, run_post_stages
 from tokenmill.engine.stage import ShardOutput
 from tokenmill.tokenize.corpus import is_heldout, stream_texts
-from tokenmill.tokenize.reader import TokenizerMismatch, check_tokenizer, open_split
-from tokenmill.tokenize.shards import Tokenize, token_dtype, tokenize_shard
-from tokenmill.tokenize.trainer import EOS, PAD
+from tokenmill.tokenize.token_splits import TokenizerMismatch, check_tokenizer, open_split
+from tokenmill.tokenize.tokenize_stage import Tokenize, token_dtype, tokenize_shard
+from tokenmill.tokenize.tokenizer_train import EOS, PAD
 from tokenmill.tokenize.vocab import UNK
 
 FRACTION = 0.1

@@ -21,12 +21,12 @@ from pydantic import ValidationError
 from tokenizers import Tokenizer, pre_tokenizers
 
 import tokenmill
-import tokenmill.tokenize.trainer as trainer_module
+import tokenmill.tokenize.tokenizer_train as trainer_module
 from tokenmill.engine.documents import BASE_SCHEMA
 from tokenmill.engine.spec import SpecError, load_pipeline
 from tokenmill.engine.stage import ShardOutput
 from tokenmill.tokenize.corpus import is_heldout, stream_texts
-from tokenmill.tokenize.trainer import EOS, PAD, TokenizerTrain, train_tokenizer
+from tokenmill.tokenize.tokenizer_train import EOS, PAD, TokenizerTrain, train_tokenizer
 from tokenmill.tokenize.vocab import UNK, build
 
 

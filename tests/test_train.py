@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenmill
-from tokenmill.tokenize.reader import TokenizerMismatch, open_split
+from tokenmill.tokenize.token_splits import TokenizerMismatch, open_split
 from tokenmill.train import checkpoint
 from tokenmill.train.checkpoint import CheckpointMismatch
 from tokenmill.train.config import TrainConfig

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenmill
-from tokenmill.curate.pii import RedactPII, redact_pii
-from tokenmill.curate.urls import (
+from tokenmill.curate.filters.pii import RedactPII, redact_pii
+from tokenmill.curate.filters.urls import (
     RuleSet,
     UrlBlocklist,
     UrlFilter,

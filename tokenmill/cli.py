@@ -114,7 +114,7 @@ def quality() -> None:
 @click.argument("config_file", type=click.Path(dir_okay=False))
 def quality_train(config_file: str) -> None:
     """Train from positive and negative sources in a YAML; writes model.bin and report.json."""
-    from tokenmill.curate.quality import load_training_config, train_classifier
+    from tokenmill.curate.quality_training import load_training_config, train_classifier
 
     try:
         report = train_classifier(load_training_config(config_file))

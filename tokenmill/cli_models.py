@@ -46,7 +46,7 @@ def tokenizer_train(data: str, output: str, config_file: str | None, vocab_size:
     from tokenmill.engine.fsio import expand_paths
     from tokenmill.engine.stage import ShardOutput
     from tokenmill.tokenize.evaluate import evaluate_tokenizer
-    from tokenmill.tokenize.trainer import TokenizerTrain, train_tokenizer
+    from tokenmill.tokenize.tokenizer_train import TokenizerTrain, train_tokenizer
 
     options = _load_yaml(config_file) if config_file else {}
     if vocab_size:

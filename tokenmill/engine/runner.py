@@ -25,7 +25,7 @@ from tokenmill.engine.fsio import InputNotFound, atomic_write_json, exists, join
 from tokenmill.engine.manifest import finished
 from tokenmill.engine.post import PostContext, run_post_stages
 from tokenmill.engine.progress import ShardProgress
-from tokenmill.engine.shardset import ShardSetReader
+from tokenmill.engine.segment_source import ShardSetReader
 from tokenmill.engine.spec import Pipeline
 from tokenmill.engine.stage import DocumentStage, GlobalStage, ShardOutput, SourceStage
 from tokenmill.engine.stats import ConservationError, StageStats

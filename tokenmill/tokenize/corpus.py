@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import xxhash
 
-from tokenmill.engine.shardset import iter_shard_columns
+from tokenmill.engine.segment_source import iter_shard_columns
 from tokenmill.engine.stage import ShardOutput
 
 

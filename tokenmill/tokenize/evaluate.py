@@ -58,7 +58,7 @@ def _row(source: str, docs: int, n_bytes: int, n_tokens: int, n_words: float, n_
 
 def heldout_texts(shards: list[ShardOutput], fraction: float, limit_bytes: int = 50_000_000) -> dict[str, list[str]]:
     """The held-out documents (never trained on), grouped by source, up to `limit_bytes` of text."""
-    from tokenmill.engine.shardset import iter_shard_columns
+    from tokenmill.engine.segment_source import iter_shard_columns
 
     by_source: dict[str, list[str]] = defaultdict(list)
     budget = limit_bytes

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tokenmill.tokenize.reader import TokenSplit
+from tokenmill.tokenize.token_splits import TokenSplit
 
 
 class WindowSampler:

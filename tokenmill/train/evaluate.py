@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from tokenmill.tokenize.reader import check_tokenizer, open_split
+from tokenmill.tokenize.token_splits import check_tokenizer, open_split
 from tokenmill.train import checkpoint
 from tokenmill.train.config import TrainConfig
 from tokenmill.train.data import WindowSampler

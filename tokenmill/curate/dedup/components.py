@@ -34,8 +34,8 @@ import pyarrow as pa
 from fsspec.core import url_to_fs
 
 from tokenmill.curate.dedup.partitions import read_partition, write_partitioned, write_table
-from tokenmill.curate.dedup.shards import run_tasks
 from tokenmill.engine.fsio import join
+from tokenmill.engine.tasks import run_tasks
 
 MAX_ROUNDS = 100
 LARGE, SMALL = "large", "small"

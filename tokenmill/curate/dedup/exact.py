@@ -12,10 +12,11 @@ from pydantic import Field
 
 from tokenmill.curate.dedup.apply import ApplyDecisions, decisions_table
 from tokenmill.curate.dedup.partitions import read_partition, write_partitioned, write_table
-from tokenmill.curate.dedup.shards import clean_work_dir, iter_shard_columns, run_tasks
 from tokenmill.engine.fsio import join
 from tokenmill.engine.registry import register
+from tokenmill.engine.segment_source import iter_shard_columns
 from tokenmill.engine.stage import GlobalStage, ShardOutput
+from tokenmill.engine.tasks import clean_work_dir, run_tasks
 
 TEXT, URL = 0, 1
 REASONS = {TEXT: "exact_duplicate", URL: "duplicate_url"}

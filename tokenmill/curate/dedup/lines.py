@@ -17,11 +17,12 @@ import xxhash
 from pydantic import Field, PrivateAttr
 
 from tokenmill.curate.dedup.partitions import list_files, read_partition, read_table, write_partitioned, write_table
-from tokenmill.curate.dedup.shards import clean_work_dir, iter_shard_columns, run_tasks
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.fsio import join
 from tokenmill.engine.registry import register
+from tokenmill.engine.segment_source import iter_shard_columns
 from tokenmill.engine.stage import DocumentStage, GlobalStage, ShardOutput
+from tokenmill.engine.tasks import clean_work_dir, run_tasks
 
 _DIGITS = re.compile(r"\d")
 # Control characters other than whitespace (which collapses anyway), as CCNet drops non-printing characters.

@@ -37,7 +37,6 @@ from pydantic import Field, field_validator, model_validator
 from tokenmill.curate.dedup.apply import ApplyDecisions, decisions_table
 from tokenmill.curate.dedup.components import connected_components, node_partition, unique_pairs
 from tokenmill.curate.dedup.partitions import list_files, read_partition, read_table, write_partitioned, write_table
-from tokenmill.curate.dedup.shards import clean_work_dir, iter_shard_columns, run_tasks
 from tokenmill.curate.dedup.signatures import (
     MinHasher,
     band_hashes,
@@ -47,7 +46,9 @@ from tokenmill.curate.dedup.signatures import (
 )
 from tokenmill.engine.fsio import join
 from tokenmill.engine.registry import register
+from tokenmill.engine.segment_source import iter_shard_columns
 from tokenmill.engine.stage import GlobalStage, ShardOutput
+from tokenmill.engine.tasks import clean_work_dir, run_tasks
 
 REASON = "near_duplicate"
 CLUSTER_COLUMN = "minhash_cluster"

@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tokenmill.curate.filters.text import words
+from tokenmill.curate.text.words import words
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.registry import register
 from tokenmill.engine.stage import DocumentStage

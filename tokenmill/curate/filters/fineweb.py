@@ -7,7 +7,7 @@ from collections import Counter
 from pydantic import Field, PrivateAttr
 
 from tokenmill.curate.filters.c4 import TERMINAL_PUNCTUATION
-from tokenmill.curate.filters.text import words
+from tokenmill.curate.text.words import words
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.registry import register
 from tokenmill.engine.stage import DocumentFilter

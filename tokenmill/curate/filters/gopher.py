@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from pydantic import Field, PositiveInt, PrivateAttr
 
-from tokenmill.curate.filters.text import ALPHABETIC_SPLITS, ChunkCache, chunk_words, is_punctuation
+from tokenmill.curate.text.words import ALPHABETIC_SPLITS, ChunkCache, chunk_words, is_punctuation
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.registry import register
 from tokenmill.engine.stage import DocumentFilter

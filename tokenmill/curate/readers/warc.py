@@ -7,8 +7,8 @@ from typing import ClassVar, Literal
 
 from warcio.archiveiterator import ArchiveIterator
 
-from tokenmill.curate.extract import Extractor, decode_html, extract_text
 from tokenmill.curate.readers.base import Reader
+from tokenmill.curate.readers.extract import Extractor, decode_html, extract_text
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.fsio import open_raw
 from tokenmill.engine.registry import register_reader

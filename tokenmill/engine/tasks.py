@@ -1,4 +1,7 @@
-"""What every dedup analysis needs: a materialised shard's columns, Dask tasks, a clean work directory."""
+"""Dask task helpers for stages that fan out work themselves (global analyses, dataset stages).
+
+Task functions take one typed, frozen payload (a dataclass) rather than a positional tuple, so a payload's
+fields are named where it is built and where it is used."""
 
 from __future__ import annotations
 
@@ -7,10 +10,6 @@ from typing import Any
 
 from distributed import Client
 from fsspec.core import url_to_fs
-
-from tokenmill.engine.shardset import iter_shard_columns
-
-__all__ = ["clean_work_dir", "iter_shard_columns", "run_tasks"]
 
 
 def run_tasks(client: Client, function: Callable[[Any], Any], items: list[Any]) -> list[Any]:

@@ -1,16 +1,13 @@
-"""A trainable fastText quality classifier (DCLM / FineWeb-Edu style) and the `quality` stage that applies it.
+"""Training a fastText quality classifier (DCLM / FineWeb-Edu style); the `quality` stage applies it.
 
 `tokenmill quality train CONFIG` reads positive (reference prose) and negative (random crawl) documents with our
 readers, splits them deterministically by a hash of the document id, trains a supervised fastText model in
-process, and writes `model.bin` plus `report.json` (held-out precision, recall, F1). The `quality` stage scores
-every document with that model and rejects those whose positive-class probability is below a threshold.
+process, and writes `model.bin` plus `report.json` (held-out precision, recall, F1).
 
-Two fastText 0.9.3 defects are worked around here (see docs/filters.md):
-- `FastText.predict(str)` calls `np.array(..., copy=False)`, which NumPy 2 rejects; the list form of `predict`
-  returns arrays built in C++ and never reaches that line, so we always predict on lists of lines.
-- training initialises only the first tenth of the input matrix when `thread < 10` and allocates that matrix
-  uninitialised, so the other rows start as whatever the heap held (NaN crashes, run-to-run differences);
-  `_zeroed_allocations` makes glibc hand out zeroed memory while training, so those rows start at zero.
+fastText 0.9.3 training initialises only the first tenth of the input matrix when `thread < 10` and allocates
+that matrix uninitialised, so the other rows start as whatever the heap held (NaN crashes, run-to-run
+differences); `_zeroed_allocations` makes glibc hand out zeroed memory while training, so those rows start at
+zero (see docs/filters.md).
 """
 
 from __future__ import annotations
@@ -22,64 +19,27 @@ import hashlib
 import heapq
 import json
 import os
-import re
 import tempfile
 import time
-import unicodedata
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
-import fsspec
-import pyarrow as pa
-from fsspec.core import url_to_fs
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
-    computed_field,
-    field_validator,
     model_validator,
 )
 
+from tokenmill.curate.filters.quality import LABEL_PREFIX, TextPreprocess, positive_scores, prepare_text
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.registry import load_builtins, register
+from tokenmill.engine.registry import load_builtins
 from tokenmill.engine.spec import SpecError, describe_error, instantiate_reader, load_yaml_mapping, read_text
-from tokenmill.engine.stage import DocumentStage, Outcomes, SourceStage
+from tokenmill.engine.stage import Outcomes, SourceStage
 from tokenmill.engine.stats import StageStats
 
-LABEL_PREFIX = "__label__"
-_SURROGATES = re.compile("[\ud800-\udfff]")
 _M_PERTURB = -6  # glibc mallopt parameter: fill allocated memory with the complement of this byte
-
-
-class TextPreprocess(BaseModel):
-    """How text is prepared for fastText, identically at training and at prediction.
-
-    Newlines and all other whitespace always become single spaces (fastText reads one example per line).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    lowercase: bool = True
-    unicode: Literal["NFC", "NFKC"] | None = None
-
-
-def prepare_text(text: str, preprocess: TextPreprocess) -> str:
-    """One line for fastText: optional Unicode normalization and lowercasing, whitespace runs to single spaces.
-
-    Never raises: lone surrogates (which cannot cross into C++ as UTF-8) become U+FFFD, and `__label__` inside
-    the text is defused, since fastText would read such a token as a class label.
-    """
-    if not text.isascii():
-        text = _SURROGATES.sub("\ufffd", text)
-        if preprocess.unicode:
-            text = unicodedata.normalize(preprocess.unicode, text)
-    if preprocess.lowercase:
-        text = text.lower()
-    if LABEL_PREFIX in text:
-        text = text.replace(LABEL_PREFIX, "_label_")
-    return " ".join(text.split())
 
 
 def binary_metrics(truth: list[bool], predicted: list[bool]) -> dict[str, float | int]:
@@ -99,16 +59,6 @@ def unit_hash(*parts: object) -> float:
     """A stable number in [0, 1) from `parts` (seed, purpose, document id): the same on every machine and run."""
     key = "\x00".join(str(p) for p in parts).encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
-
-
-def positive_scores(model: Any, lines: list[str], label: str) -> list[float]:
-    """Probability of `label` for each line (0.0 when fastText does not return it, e.g. for an empty line)."""
-    labels, probs = model.predict(lines, k=-1)  # list form: the NumPy-2-safe path of fastText's predict
-    scores = []
-    for names, values in zip(labels, probs):
-        names = list(names)
-        scores.append(float(values[names.index(label)]) if label in names else 0.0)
-    return scores
 
 
 class FastTextParams(BaseModel):
@@ -333,96 +283,3 @@ def train_classifier(config: QualityTrainConfig) -> dict[str, Any]:
         json.dump(report, handle, indent=2, sort_keys=True)
     os.replace(report_tmp, os.path.join(config.output, "report.json"))
     return report
-
-
-@register("quality")
-class QualityClassifier(DocumentStage):
-    """Scores documents with a fastText quality classifier and rejects those below `threshold`.
-
-    The score is the probability of the positive `label` under a model from `tokenmill quality train`; below
-    `threshold` a document is rejected as `quality_below_threshold`. The score is kept in the `quality_score`
-    column, on kept and rejected documents alike.
-
-    Text is prepared as at training: `preprocess` defaults to the settings in `report.json` beside the model
-    (lowercasing only, for a model trained elsewhere).
-    """
-
-    model: str
-    threshold: float = Field(0.5, ge=0, le=1)
-    positive_label: str = Field(f"{LABEL_PREFIX}hq", alias="label", pattern=rf"^{LABEL_PREFIX}\S+$")
-    preprocess: TextPreprocess | None = None
-    _model: Any = PrivateAttr(default=None)
-    _preprocess: TextPreprocess = PrivateAttr(default_factory=TextPreprocess)
-
-    @field_validator("model")
-    @classmethod
-    def _model_exists(cls, value: str) -> str:
-        fs, path = url_to_fs(value)
-        if _is_local(fs):  # absolute, so workers started elsewhere find it
-            value = path = os.path.abspath(os.path.expanduser(path))
-        if not fs.isfile(path):
-            raise ValueError(f"model file not found: {value}")
-        return value
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def model_version(self) -> str:
-        """Size and modification time of the model file: part of the resume fingerprint, so a retrained model
-        recomputes finished shards."""
-        fs, path = url_to_fs(self.model)
-        info = fs.info(path)
-        return json.dumps([info.get("size"), info.get("mtime") or info.get("LastModified")], default=str)
-
-    def columns(self) -> dict[str, pa.DataType]:
-        return {"quality_score": pa.float32()}
-
-    def setup(self) -> None:
-        import fasttext
-
-        fs, path = url_to_fs(self.model)
-        if not _is_local(fs):  # fastText reads only local files: fetch a remote model into a local cache
-            path = fsspec.open_local(f"simplecache::{self.model}")
-        self._model = fasttext.load_model(path)
-        known = self._model.get_labels()
-        if self.positive_label not in known:
-            raise ValueError(f"quality: model {self.model} has labels {', '.join(known)}, not {self.positive_label!r}")
-        self._preprocess = self.preprocess or _training_preprocess(fs, self.model)
-
-    def process_batch(self, docs: list[Doc], out: Outcomes) -> list[Doc]:
-        """One fastText call per batch; if it fails, documents are scored one by one so only the culprit errs."""
-        if not docs:
-            return []
-        label = self.positive_label
-        lines = [prepare_text(doc.text, self._preprocess) for doc in docs]
-        try:
-            scores: list[float] | None = positive_scores(self._model, lines, label)
-        except Exception:
-            scores = None
-        kept = []
-        for i, doc in enumerate(docs):
-            out.seen(doc.nbytes)
-            try:
-                score = scores[i] if scores is not None else positive_scores(self._model, [lines[i]], label)[0]
-            except Exception as exc:  # one bad document must not kill the shard
-                out.error(doc, f"exception:{type(exc).__name__}", f"quality: {doc.id}: {exc!r}"[:500])
-                continue
-            doc.annotations["quality_score"] = score
-            if score < self.threshold:
-                out.reject(doc, "quality_below_threshold")
-                continue
-            out.keep(doc)
-            kept.append(doc)
-        return kept
-
-
-def _is_local(fs: Any) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-
-
-def _training_preprocess(fs: Any, model: str) -> TextPreprocess:
-    """The preprocessing recorded in `report.json` beside the model, or the defaults when there is none."""
-    report = model.rsplit("/", 1)[0] + "/report.json"
-    if not fs.exists(report):
-        return TextPreprocess()
-    with fs.open(report, "r", encoding="utf-8") as handle:
-        return TextPreprocess(**json.load(handle).get("preprocess", {}))

@@ -16,14 +16,14 @@ from pydantic import Field
 from tokenizers import Tokenizer
 
 from tokenmill import __version__
-from tokenmill.curate.dedup.shards import run_tasks
 from tokenmill.engine.fsio import atomic_write_json, exists, join, read_json, tmp_name
 from tokenmill.engine.post import PostContext, PostStage
 from tokenmill.engine.registry import register
-from tokenmill.engine.shardset import iter_shard_columns
+from tokenmill.engine.segment_source import iter_shard_columns
 from tokenmill.engine.stage import ShardOutput
+from tokenmill.engine.tasks import run_tasks
 from tokenmill.tokenize.corpus import is_heldout
-from tokenmill.tokenize.trainer import EOS
+from tokenmill.tokenize.tokenizer_train import EOS
 
 SPLITS = ("train", "validation")
 

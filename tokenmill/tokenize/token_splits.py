@@ -53,7 +53,7 @@ def open_split(directory: str, split: str = "train") -> TokenSplit:
 
 def check_tokenizer(directory: str, tokenizer_json: str) -> dict:
     """The shards' manifest, after checking `tokenizer_json` is the tokenizer they were made with."""
-    from tokenmill.tokenize.shards import file_sha256
+    from tokenmill.tokenize.tokenize_stage import file_sha256
 
     manifest = read_json(os.path.join(directory, "manifest.json"))
     actual = file_sha256(tokenizer_json)
