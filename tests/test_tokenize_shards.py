@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 import tokenmill
-from tokenmill import __version__
+from tokenmill._version import __version__
 from tokenmill.engine.documents import BASE_SCHEMA
 from tokenmill.engine.post import PostContext, run_post_stages
 from tokenmill.engine.stage import ShardOutput

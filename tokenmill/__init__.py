@@ -7,8 +7,7 @@ Everything the CLI does is one call away::
     print(result.output, result.report)
 """
 
-__version__ = "0.1.0"
-
+from tokenmill._version import __version__
 from tokenmill.api import Pipeline, RunResult, load_pipeline, run
 
 __all__ = ["Pipeline", "RunResult", "__version__", "load_pipeline", "run"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fnmatch
-import hashlib
 import heapq
 import json
 import os
@@ -34,6 +33,7 @@ from pydantic import (
 
 from tokenmill.curate.filters.quality import LABEL_PREFIX, TextPreprocess, positive_scores, prepare_text
 from tokenmill.engine.documents import Doc
+from tokenmill.engine.identity import unit_hash
 from tokenmill.engine.registry import load_builtins
 from tokenmill.engine.spec import SpecError, describe_error, instantiate_reader, load_yaml_mapping, read_text
 from tokenmill.engine.stage import Outcomes, SourceStage
@@ -53,12 +53,6 @@ def binary_metrics(truth: list[bool], predicted: list[bool]) -> dict[str, float 
     f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0  # the harmonic mean of precision and recall, exactly
     accuracy = (tp + tn) / len(truth) if truth else 0.0
     return dict(precision=precision, recall=recall, f1=f1, accuracy=accuracy, tp=tp, fp=fp, tn=tn, fn=fn)
-
-
-def unit_hash(*parts: object) -> float:
-    """A stable number in [0, 1) from `parts` (seed, purpose, document id): the same on every machine and run."""
-    key = "\x00".join(str(p) for p in parts).encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
 
 
 class FastTextParams(BaseModel):

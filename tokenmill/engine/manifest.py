@@ -6,14 +6,13 @@ configuration and code version, and every file it lists is still there with the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from fsspec.core import url_to_fs
 
-from tokenmill import __version__
+from tokenmill._version import __version__
 from tokenmill.engine.fsio import atomic_write_json, join, read_json
+from tokenmill.engine.identity import stable_id
 from tokenmill.engine.stage import Shard, Stage
 
 
@@ -24,7 +23,7 @@ def fingerprint(shard: Shard, stages: list[Stage], batch: tuple[int, int]) -> st
         "stages": [[type(s).__module__, type(s).__qualname__, s.model_dump(mode="json")] for s in stages],
         "batch": list(batch),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return stable_id(payload)
 
 
 def manifest_path(directory: str, shard: Shard) -> str:

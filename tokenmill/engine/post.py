@@ -8,14 +8,13 @@ fingerprints, or upstream artifact ids). A stage whose `done.json` holds the sam
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from tokenmill import __version__
+from tokenmill._version import __version__
 from tokenmill.engine.fsio import atomic_write_json, exists, join, read_json
+from tokenmill.engine.identity import stable_id
 from tokenmill.engine.stage import ShardOutput, Stage
 
 
@@ -54,7 +53,7 @@ class PostStage(Stage):
 
     def artifact_id(self, ctx: PostContext) -> str:
         payload = [type(self).__qualname__, self.model_dump(mode="json"), self.input_ids(ctx), __version__]
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        return stable_id(payload)
 
     def run(self, ctx: PostContext) -> dict[str, Any]:
         """Make the artifact under `self.directory(ctx)`; return {"path": ..., **summary for the report}."""

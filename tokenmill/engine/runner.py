@@ -8,8 +8,6 @@ global stage analyses it with Dask tasks, and the next segment starts by applyin
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from tokenmill.curate.writers import Write, remove_temporaries
 from tokenmill.engine.cluster import connect
 from tokenmill.engine.executor import ShardTask, check_conservation, plan_segment, process_shard
 from tokenmill.engine.fsio import InputNotFound, atomic_write_json, exists, join, read_json
+from tokenmill.engine.identity import stable_id
 from tokenmill.engine.manifest import finished
 from tokenmill.engine.post import PostContext, run_post_stages
 from tokenmill.engine.progress import ShardProgress
@@ -178,7 +177,7 @@ class _Driver:
         artifacts = {}
         if pipeline.post_stages and not failed:
             curated = [ShardOutput(r["shard"], tuple(r["files"])) for r in ordered]
-            curated_id = hashlib.sha256(json.dumps([r["fingerprint"] for r in ordered]).encode()).hexdigest()
+            curated_id = stable_id([r["fingerprint"] for r in ordered])
             ctx = PostContext(pipeline.output, curated, curated_id, self.get_client, self.force, self.progress)
             artifacts = run_post_stages(pipeline.post_stages, ctx)
         return RunResult(
@@ -250,7 +249,7 @@ class _Driver:
 def _analysis_id(stage: GlobalStage, results: list[dict[str, Any]]) -> str:
     """Changes whenever the analysed shards or the stage's configuration change (then it is redone)."""
     payload = [stage.model_dump(mode="json"), type(stage).__qualname__, [r["fingerprint"] for r in results]]
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return stable_id(payload)
 
 
 def merge_stats(results: list[dict[str, Any]], labels: list[str]) -> list[StageStats]:

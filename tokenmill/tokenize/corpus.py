@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import xxhash
-
+from tokenmill.engine.identity import unit_hash
 from tokenmill.engine.segment_source import iter_shard_columns
 from tokenmill.engine.stage import ShardOutput
 
 
-def unit_hash(doc_id: str, salt: str) -> float:
-    """A stable number in [0, 1) from a document id: the same document always falls on the same side."""
-    return xxhash.xxh64_intdigest((salt + doc_id).encode("utf-8", "surrogatepass")) / 2**64
-
-
 def is_heldout(doc_id: str, fraction: float) -> bool:
-    return fraction > 0 and unit_hash(doc_id, "heldout:") < fraction
+    return fraction > 0 and unit_hash("heldout:" + doc_id) < fraction
 
 
 def stream_texts(
@@ -42,7 +36,7 @@ def stream_texts(
             if is_heldout(doc_id, heldout_fraction) != heldout:
                 continue
             weight = weights.get(source, 1.0)
-            if weight < 1.0 and unit_hash(doc_id, "sample:") >= weight:
+            if weight < 1.0 and unit_hash("sample:" + doc_id) >= weight:
                 continue
             size = len(text.encode("utf-8", "surrogatepass"))
             if size > budget:

@@ -53,10 +53,10 @@ def open_split(directory: str, split: str = "train") -> TokenSplit:
 
 def check_tokenizer(directory: str, tokenizer_json: str) -> dict:
     """The shards' manifest, after checking `tokenizer_json` is the tokenizer they were made with."""
-    from tokenmill.tokenize.tokenize_stage import file_sha256
+    from tokenmill.engine.identity import file_digest
 
     manifest = read_json(os.path.join(directory, "manifest.json"))
-    actual = file_sha256(tokenizer_json)
+    actual = file_digest(tokenizer_json)
     if manifest["tokenizer_sha256"] != actual:
         raise TokenizerMismatch(
             f"{tokenizer_json} (sha256 {actual[:12]}) is not the tokenizer these shards were made with "

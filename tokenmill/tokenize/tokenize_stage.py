@@ -4,7 +4,6 @@ per shard, one Arrow file per shard and split."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from typing import Any, ClassVar
@@ -15,8 +14,9 @@ from fsspec.core import url_to_fs
 from pydantic import Field
 from tokenizers import Tokenizer
 
-from tokenmill import __version__
+from tokenmill._version import __version__
 from tokenmill.engine.fsio import atomic_write_json, exists, join, read_json, tmp_name
+from tokenmill.engine.identity import file_digest, stable_id
 from tokenmill.engine.post import PostContext, PostStage
 from tokenmill.engine.registry import register
 from tokenmill.engine.segment_source import iter_shard_columns
@@ -43,11 +43,6 @@ def file_versions(shard: ShardOutput) -> list[list]:
     return versions
 
 
-def file_sha256(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
-
-
 @register("tokenize")
 class Tokenize(PostStage):
     """Encodes every curated document (EOS appended) with the pipeline's tokenizer (or `tokenizer:` path).
@@ -65,7 +60,7 @@ class Tokenize(PostStage):
 
     def input_ids(self, ctx: PostContext) -> dict[str, str]:
         if self.tokenizer:
-            return {"data": ctx.curated_id, "tokenizer": file_sha256(self.tokenizer)}
+            return {"data": ctx.curated_id, "tokenizer": file_digest(self.tokenizer)}
         return super().input_ids(ctx)
 
     def run(self, ctx: PostContext) -> dict[str, Any]:
@@ -74,7 +69,7 @@ class Tokenize(PostStage):
         if tokenizer.token_to_id(EOS) is None:
             raise ValueError(f"tokenize: {tokenizer_json} has no {EOS!r} token to separate documents")
         directory = self.directory(ctx)
-        sha = file_sha256(tokenizer_json)
+        sha = file_digest(tokenizer_json)
         dtype = token_dtype(tokenizer.get_vocab_size())
         markers = join(directory, "_manifest")
         if ctx.force and exists(markers):  # `--force` re-encodes every shard, not only the dataset's metadata
@@ -187,7 +182,7 @@ def write_dataset_metadata(
         data_files = [{"filename": os.path.basename(r["files"][split])} for r in results]
         state = {
             "_data_files": data_files,
-            "_fingerprint": hashlib.sha256(json.dumps([sha, data_id, split]).encode()).hexdigest()[:16],
+            "_fingerprint": stable_id([sha, data_id, split])[:16],
             "_format_columns": None,
             "_format_kwargs": {},
             "_format_type": None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from typing import Any, ClassVar
@@ -10,6 +9,7 @@ from typing import Any, ClassVar
 from pydantic import Field, model_validator
 
 from tokenmill.engine.fsio import join
+from tokenmill.engine.identity import file_digest
 from tokenmill.engine.post import PostContext, PostStage
 from tokenmill.engine.registry import register
 from tokenmill.engine.stage import ShardOutput
@@ -104,8 +104,7 @@ def train_tokenizer(stage: TokenizerTrain, shards: list[ShardOutput], directory:
     pad = PAD if PAD in stage.special_tokens else None
     save_pretrained(tokenizer, directory, EOS, pad, stage.max_length)
     path = join(directory, "tokenizer.json")
-    with open(path, "rb") as handle:
-        digest = hashlib.sha256(handle.read()).hexdigest()
+    digest = file_digest(path)
     return {
         "path": os.path.abspath(directory),
         "tokenizer_json": os.path.abspath(path),
