@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tokenmill
-from tokenmill.engine.executor import plan, process_shard
+from tokenmill.engine.executor import process_shard
 from tokenmill.engine.spec import parse_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def read_spec(dataset: Dataset, extract: str | None = None) -> str:
 
 def run_tokenmill(dataset: Dataset, output: Path, extract: str | None = None) -> Measurement:
     """Every shard through `process_shard`, one after another in this process (= one core)."""
-    tasks = plan(parse_pipeline(tokenmill_yaml(read_spec(dataset, extract), output)))
+    tasks = parse_pipeline(tokenmill_yaml(read_spec(dataset, extract), output)).plan.first_tasks()
     started = time.perf_counter()
     results = [process_shard(task) for task in tasks]
     seconds = time.perf_counter() - started

@@ -19,7 +19,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from tokenmill.curate.readers import JsonlReader, WarcReader
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.executor import plan, process_shard
+from tokenmill.engine.executor import process_shard
 from tokenmill.engine.fsio import InputNotFound
 from tokenmill.engine.spec import parse_pipeline
 from tokenmill.engine.stage import Outcomes, SourceStage
@@ -40,7 +40,7 @@ def run_shards(tmp_path: Path, read: dict) -> list[dict]:
         "output": str(tmp_path / "out"),
         "stages": [{"read": read}, {"normalize": {}}, {"write": {"format": "parquet", "rejected": True}}],
     }
-    return [process_shard(task) for task in plan(parse_pipeline(yaml.safe_dump(spec)))]
+    return [process_shard(task) for task in parse_pipeline(yaml.safe_dump(spec)).plan.first_tasks()]
 
 
 def output_ids(tmp_path: Path) -> list[str]:
@@ -260,6 +260,6 @@ def test_missing_input_path_fails_at_plan_naming_the_pattern(tmp_path: Path) -> 
         "stages": [{"read": {"format": "jsonl", "paths": [pattern]}}],
     }
     with pytest.raises(InputNotFound, match="no input files match") as raised:
-        plan(parse_pipeline(yaml.safe_dump(spec)))
+        parse_pipeline(yaml.safe_dump(spec)).plan.first_tasks()
     assert pattern in str(raised.value)
     assert not (tmp_path / "out").exists()

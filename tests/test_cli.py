@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -17,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tokenmill_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    path = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     return subprocess.run(
         [sys.executable, "-m", "tokenmill", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
@@ -66,6 +68,36 @@ def test_quickstart_runs_on_sample_data(quickstart_run):
     assert "- perplexity: " in report and "- sample: " in report
     lineage = json.loads((work / "runs/quickstart/lineage.json").read_text())
     assert [s["produces"] for s in lineage["stages"]] == ["tokenizer", "tokens", "checkpoint", "evaluation"]
+
+
+# The quickstart's data outputs, digest by digest: a refactoring must leave them byte-identical. When a change
+# means to alter them, regenerate with `TOKENMILL_UPDATE_GOLDEN=1 python -m pytest tests/test_cli.py -k golden`
+# and say why in the commit.
+GOLDEN = Path(__file__).parent / "golden" / "quickstart.json"
+GOLDEN_PATTERNS = [
+    "curated/*.parquet",
+    "rejected/**/*.parquet",
+    "tokenizer/tokenizer.json",
+    "tokens/*/*.arrow",
+    "train/checkpoints/step-*/model.safetensors",
+]
+
+
+def test_quickstart_outputs_are_byte_identical_to_the_recorded_ones(quickstart_run):
+    work, ran = quickstart_run
+    assert ran.returncode == 0, ran.stderr
+    run = work / "runs/quickstart"
+    digests = {
+        str(f.relative_to(run)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for pattern in GOLDEN_PATTERNS
+        for f in sorted(run.glob(pattern))
+    }
+    if os.environ.get("TOKENMILL_UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    recorded = json.loads(GOLDEN.read_text())
+    assert sorted(digests) == sorted(recorded), "the quickstart writes other files than recorded"
+    changed = [name for name in recorded if digests[name] != recorded[name]]
+    assert not changed, f"outputs differ from tests/golden/quickstart.json: {changed}"
 
 
 def test_quickstart_rerun_skips_everything(quickstart_run):

@@ -15,7 +15,7 @@ from tokenmill.api import EmptyOutputError
 from tokenmill.curate.normalize import Normalize
 from tokenmill.curate.readers import JsonlReader
 from tokenmill.curate.writers import Write
-from tokenmill.engine.executor import plan, process_shard
+from tokenmill.engine.executor import process_shard
 from tokenmill.engine.spec import Pipeline, load_pipeline
 
 from pipelines import pipeline_yaml, tree_bytes, write_jsonl_shards
@@ -149,7 +149,7 @@ def test_target_shard_size_rolls_output_files(tmp_path):
     spec = pipeline_yaml(tmp_path / "p.yaml", str(tmp_path / "in/*.jsonl"), tmp_path / "out", batch_docs=50)
     text = spec.read_text().replace("rejected: true", "rejected: true\n    shard_size_mb: 0.01")
     spec.write_text(text)
-    (task,) = plan(load_pipeline(spec))
+    (task,) = load_pipeline(spec).plan.first_tasks()
     result = process_shard(task)
     assert len(result["files"]) > 2
     assert len(read_ids(tmp_path / "out/curated")) == 400
@@ -173,7 +173,7 @@ def test_nothing_is_lost(tmp_path_factory, texts, junk):
     (tmp / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     stages = [{"normalize": {}}, {"custom": {"callable": "stages_for_tests:reject_short", "args": {"min_words": 3}}}]
     spec = pipeline_yaml(tmp / "p.yaml", str(tmp / "in.jsonl"), tmp / "out", stages=stages)
-    (task,) = plan(load_pipeline(spec))
+    (task,) = load_pipeline(spec).plan.first_tasks()
     result = process_shard(task)
     read = result["stats"][0]
     assert read["docs_in"] == len(texts) + len(junk)

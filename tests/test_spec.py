@@ -119,8 +119,8 @@ def test_custom_stage_bad_import_path():
 
 def test_pipeline_in_code():
     pipeline = Pipeline(name="p", output="o", stages=[PileReader(paths="a/*.zst"), Normalize(), Write()])
-    assert pipeline.sources[0].paths == ["a/*.zst"]
-    assert pipeline.document_stages[0].unicode == "NFC"
+    assert pipeline.plan.sources[0].paths == ["a/*.zst"]
+    assert pipeline.plan.segments[0].stages[0].unicode == "NFC"
     with pytest.raises(ValueError, match="starts with a `read` stage"):
         Pipeline(name="p", output="o", stages=[Normalize()])
 

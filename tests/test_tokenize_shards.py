@@ -24,9 +24,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 import tokenmill
 from tokenmill._version import __version__
+from tokenmill.engine.datasets import run_dataset_stages
 from tokenmill.engine.documents import BASE_SCHEMA
-from tokenmill.engine.post import PostContext, run_post_stages
-from tokenmill.engine.stage import ShardOutput
+from tokenmill.engine.stage import DatasetContext, ShardOutput
 from tokenmill.tokenize.corpus import is_heldout, stream_texts
 from tokenmill.tokenize.token_splits import TokenizerMismatch, check_tokenizer, open_split
 from tokenmill.tokenize.tokenize_stage import Tokenize, token_dtype, tokenize_shard
@@ -98,8 +98,8 @@ def run(tmp_path_factory, client) -> SimpleNamespace:
 
 def context(
     output: Path, curated: list[ShardOutput], client, data_id: str = "test-data", force: bool = False
-) -> PostContext:
-    return PostContext(str(output), curated, data_id, lambda: client, force=force)
+) -> DatasetContext:
+    return DatasetContext(str(output), curated, data_id, lambda: client, force=force)
 
 
 def write_curated(path: Path, rows: list[tuple[str, str, str]]) -> ShardOutput:
@@ -147,7 +147,7 @@ def test_split_is_by_doc_id_hash_and_matches_the_tokenizers_heldout(run):
     assert f"| all | {len(validation)} |" in evaluation  # the report measured the validation documents
 
     again = run.out.parent / "again"  # the same split and the same bytes when run again from scratch
-    run_post_stages(
+    run_dataset_stages(
         [Tokenize(validation_fraction=FRACTION, tokenizer=run.tokenizer_json)], context(again, run.curated, run.client)
     )
     for split in ("train", "validation"):
@@ -212,7 +212,7 @@ def test_token_dtype_and_a_vocabulary_over_65536(tmp_path, client):
     big.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     big.save(str(tmp_path / "big.json"))
     shard = write_curated(tmp_path / "curated/big.parquet", [(f"d{i}", f"w{i} w69996 nope", "s") for i in range(40)])
-    run_post_stages(
+    run_dataset_stages(
         [Tokenize(tokenizer=str(tmp_path / "big.json"), validation_fraction=0.3)], context(tmp_path, [shard], client)
     )
     manifest = json.loads((tmp_path / "tokens/manifest.json").read_text())
@@ -245,7 +245,7 @@ def test_empty_documents_special_strings_and_odd_code_points(run, tmp_path):
     assert decoded["a"] == LITERAL
     assert decoded["b"] == unicodedata.normalize("NFC", ODD.replace("\ud800", "\ufffd"))
     assert decoded["c"] == " \n\t " and decoded["d"] == "\u0000\u0001\u007f"
-    run_post_stages([Tokenize(tokenizer=run.tokenizer_json)], context(tmp_path / "stage", [shard], run.client))
+    run_dataset_stages([Tokenize(tokenizer=run.tokenizer_json)], context(tmp_path / "stage", [shard], run.client))
     manifest = json.loads((tmp_path / "stage/tokens/manifest.json").read_text())
     assert manifest["empty_documents_skipped"] == 3
     assert manifest["splits"]["train"]["documents"] + manifest["splits"]["validation"]["documents"] == 4
@@ -256,13 +256,13 @@ def test_a_rewritten_curated_shard_or_force_encodes_again(run, tmp_path):
     path = tmp_path / "curated/part-00000-0000.parquet"
     shard = write_curated(path, [("a", "the first version", "s")])
     stage = Tokenize(tokenizer=run.tokenizer_json, validation_fraction=0)
-    run_post_stages([stage], context(tmp_path, [shard], run.client, "data-v1"))
+    run_dataset_stages([stage], context(tmp_path, [shard], run.client, "data-v1"))
     write_curated(path, [("a", "the second version, which is longer", "s")])
-    run_post_stages([stage], context(tmp_path, [shard], run.client, "data-v2"))
+    run_dataset_stages([stage], context(tmp_path, [shard], run.client, "data-v2"))
     tokens = open_split(str(tmp_path / "tokens"), "train").arrays[0]
     assert run.tokenizer.decode(tokens[:-1].tolist()) == "the second version, which is longer"
     written = (tmp_path / "tokens/train/data-part-00000-0000.arrow").stat().st_mtime_ns
-    run_post_stages([stage], context(tmp_path, [shard], run.client, "data-v2", force=True))  # `--force`
+    run_dataset_stages([stage], context(tmp_path, [shard], run.client, "data-v2", force=True))  # `--force`
     assert (tmp_path / "tokens/train/data-part-00000-0000.arrow").stat().st_mtime_ns != written
 
 
@@ -302,7 +302,7 @@ def test_a_different_tokenizer_is_a_mismatch(run, tmp_path):
     no_eos.save(str(tmp_path / "no_eos.json"))
     shard = write_curated(tmp_path / "curated/x.parquet", [("a", "a", "s")])
     with pytest.raises(ValueError, match="has no '<\\|endoftext\\|>' token"):
-        run_post_stages([Tokenize(tokenizer=str(tmp_path / "no_eos.json"))], context(tmp_path, [shard], run.client))
+        run_dataset_stages([Tokenize(tokenizer=str(tmp_path / "no_eos.json"))], context(tmp_path, [shard], run.client))
 
 
 def test_resume_skips_finished_shards(run):

@@ -559,7 +559,7 @@ def test_train_command_reports_config_errors(tmp_path):
     assert result.exit_code == 1 and "missing key 'tokens'" in result.stderr
     config.write_text("tokens: x\ntokenizer: t.json\noutput: out\nlearning_rate: 0.1\n")
     result = cli("train", str(config))
-    assert result.exit_code == 1 and "learning_rate: Extra inputs are not permitted" in result.stderr
+    assert result.exit_code == 1 and "learning_rate (line 4): unknown key; known: batch_size" in result.stderr
 
 
 # --- the pipeline stages (last: the force re-run rewrites the shared run) -----------------------------------------

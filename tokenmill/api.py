@@ -8,7 +8,8 @@ from typing import Any
 from distributed import Client
 
 from tokenmill.engine.report import emptied_warnings, write_report
-from tokenmill.engine.runner import RunResult, execute
+from tokenmill.engine.result import RunResult
+from tokenmill.engine.runner import execute
 from tokenmill.engine.spec import Pipeline, load_pipeline
 
 

@@ -6,7 +6,6 @@ import json
 import os
 
 import click
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -18,15 +17,14 @@ def _fail(exc: BaseException) -> None:
     raise SystemExit(1)
 
 
-def _load_yaml(path: str) -> dict:
+def _load(path: str, model: type, what: str, expected: str, drop: tuple[str, ...] = (), **overrides) -> tuple:
+    """A config file validated as `model` (one line per problem, with its YAML line) or a one-line failure."""
+    from tokenmill.engine.config_file import SpecError, load_config
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except (OSError, yaml.YAMLError) as exc:
+        return load_config(path, model, what, expected, drop, overrides)
+    except SpecError as exc:
         _fail(exc)
-    if not isinstance(data, dict):
-        _fail(ValueError(f"{path}: expected a mapping"))
-    return data
 
 
 @click.group("tokenizer")
@@ -41,20 +39,21 @@ def tokenizer() -> None:
 @click.option("--vocab-size", type=int, help="Overrides the config's vocab_size.")
 def tokenizer_train(data: str, output: str, config_file: str | None, vocab_size: int | None) -> None:
     """Train on the Parquet shards in DATA (a `curated/` directory), streaming them."""
-    from pydantic import ValidationError
-
+    from tokenmill.engine.config_file import SpecError, describe_error
     from tokenmill.engine.fsio import expand_paths
     from tokenmill.engine.stage import ShardOutput
     from tokenmill.tokenize.evaluate import evaluate_tokenizer
     from tokenmill.tokenize.tokenizer_train import TokenizerTrain, train_tokenizer
 
-    options = _load_yaml(config_file) if config_file else {}
-    if vocab_size:
-        options["vocab_size"] = vocab_size
-    try:
-        stage = TokenizerTrain(**options)
-    except ValidationError as exc:
-        _fail(ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())))
+    overrides = {"vocab_size": vocab_size} if vocab_size else {}
+    if config_file:
+        stage, _ = _load(config_file, TokenizerTrain, "tokenizer config", "tokenizer_train keys", **overrides)
+    else:
+        try:
+            stage = TokenizerTrain(**overrides)
+        except ValueError as exc:
+            errors = getattr(exc, "errors", lambda: [])()
+            _fail(SpecError([describe_error(e, (), None, TokenizerTrain) for e in errors] or [str(exc)], "options"))
     files = [url for url, _, _ in expand_paths([data]) if url.endswith(".parquet")]
     shards = [ShardOutput(f"{i:05d}", (f,)) for i, f in enumerate(files)]
     summary = train_tokenizer(stage, shards, output)
@@ -68,19 +67,14 @@ def tokenizer_train(data: str, output: str, config_file: str | None, vocab_size:
 def train(config_file: str, stop_at: int | None) -> None:
     """Train from a YAML: `tokens:` (a tokenize output), `tokenizer:` (tokenizer.json), `output:`, and the
     `train` stage keys. Under `torchrun --nproc_per_node N` this runs DistributedDataParallel."""
-    from pydantic import ValidationError
-
     from tokenmill.train.config import TrainConfig
     from tokenmill.train.trainer import train as run_training
 
-    options = _load_yaml(config_file)
-    try:
-        paths = {key: options.pop(key) for key in ("tokens", "tokenizer", "output")}
-        config = TrainConfig(**options)
-    except KeyError as exc:
-        _fail(ValueError(f"{config_file}: missing key {exc}"))
-    except ValidationError as exc:
-        _fail(ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())))
+    keys = ("tokens", "tokenizer", "output")
+    config, paths = _load(config_file, TrainConfig, "training config", "tokens, tokenizer, output and train keys", keys)
+    missing = [key for key in keys if key not in paths]
+    if missing:
+        _fail(ValueError(f"{config_file}: missing key {', '.join(map(repr, missing))}"))
     summary = run_training(config, paths["tokens"], paths["tokenizer"], paths["output"], stop_at=stop_at)
     if int(os.environ.get("RANK", "0")) == 0:
         console.print_json(json.dumps(summary))

@@ -32,10 +32,11 @@ from pydantic import (
 )
 
 from tokenmill.curate.filters.quality import LABEL_PREFIX, TextPreprocess, positive_scores, prepare_text
+from tokenmill.engine.config_file import SpecError, describe_error, load_yaml_mapping, read_text
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.identity import unit_hash
 from tokenmill.engine.registry import load_builtins
-from tokenmill.engine.spec import SpecError, describe_error, instantiate_reader, load_yaml_mapping, read_text
+from tokenmill.engine.spec import instantiate_reader
 from tokenmill.engine.stage import Outcomes, SourceStage
 from tokenmill.engine.stats import StageStats
 

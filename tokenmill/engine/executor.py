@@ -2,7 +2,8 @@
 
 Each task processes its shard in bounded batches, writes its output files under temporary names, renames them
 into place, and records a manifest with per-stage stats. The driver (see runner.py) only submits tasks and
-receives those small stats dictionaries; no document ever passes through it.
+receives those small stats dictionaries; no document ever passes through it. The task's payload, `ShardTask`,
+is built by the plan (plan.py).
 """
 
 from __future__ import annotations
@@ -10,31 +11,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from tokenmill.curate.writers import ShardWriter, Write
 from tokenmill.engine.documents import Doc, output_schema
-from tokenmill.engine.manifest import fingerprint, write_manifest
-from tokenmill.engine.spec import Pipeline
-from tokenmill.engine.stage import DocumentStage, Outcomes, Shard, SourceStage
+from tokenmill.engine.manifest import write_manifest
+from tokenmill.engine.plan import ShardTask
+from tokenmill.engine.stage import Outcomes, Shard
 from tokenmill.engine.stats import ConservationError, StageStats
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """Everything one worker needs for one shard (small: configuration, not data)."""
-
-    shard: Shard
-    source: SourceStage
-    stages: tuple[DocumentStage, ...]
-    sink: Write
-    output_dir: str
-    rejected_dir: str
-    manifest_dir: str
-    fingerprint: str
-    batch_docs: int
-    batch_bytes: int
 
 
 def process_shard(task: ShardTask) -> dict[str, Any]:
@@ -43,8 +26,8 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
     columns: dict = {}
     for stage in task.stages:
         columns.update(stage.columns())
-    writer = ShardWriter(task.output_dir, task.shard.key, output_schema(columns), task.sink)
-    rejects = ShardWriter(task.rejected_dir, task.shard.key, output_schema(columns, True), task.sink)
+    writer = task.sink.open_writer(task.output_dir, task.shard.key, output_schema(columns))
+    rejects = task.sink.open_writer(task.rejected_dir, task.shard.key, output_schema(columns, True))
     keep_rejected = task.sink.rejected
     read_out = Outcomes(StageStats("read"), [] if keep_rejected else None)
     stage_outs = [Outcomes(StageStats(s.label), [] if keep_rejected else None) for s in task.stages]
@@ -122,41 +105,3 @@ def check_conservation(stats: list[StageStats]) -> None:
             raise ConservationError(
                 f"{after.stage} received {after.docs_in} documents, {before.stage} kept {before.kept}"
             )
-
-
-def plan_segment(
-    sources: list[SourceStage],
-    stages: tuple[DocumentStage, ...],
-    sink: Write,
-    output_dir: str,
-    rejected_dir: str,
-    manifest_dir: str,
-    batch: tuple[int, int],
-) -> list[ShardTask]:
-    """List every shard of `sources` (on the driver) and build its task; raises InputNotFound for a missing input."""
-    tasks = []
-    for source in sources:
-        for shard in source.shards():
-            shard = Shard(len(tasks), shard.path, shard.name, shard.size, shard.fingerprint)
-            tasks.append(
-                ShardTask(
-                    shard=shard,
-                    source=source,
-                    stages=stages,
-                    sink=sink,
-                    output_dir=output_dir,
-                    rejected_dir=rejected_dir,
-                    manifest_dir=manifest_dir,
-                    fingerprint=fingerprint(shard, [source, *stages, sink], batch),
-                    batch_docs=batch[0],
-                    batch_bytes=batch[1],
-                )
-            )
-    return tasks
-
-
-def plan(pipeline: Pipeline) -> list[ShardTask]:
-    """The tasks of a pipeline's first segment (all of it when it has no global stage)."""
-    from tokenmill.engine.runner import first_segment_tasks
-
-    return first_segment_tasks(pipeline)

@@ -1,8 +1,15 @@
-"""Stage and reader registries: YAML names map to classes here."""
+"""Stage and reader registries: YAML names map to classes here.
+
+Stages come from plugins: packages or modules named under the `tokenmill.plugins` entry-point group (tokenmill's
+own are `tokenmill.curate`, `tokenmill.tokenize` and `tokenmill.train.stages`; a third-party package adds its own
+the same way). A package plugin is imported module by module, so each module's `@register` classes register
+themselves. The engine itself names no plugin: it only finds them.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pkgutil
 from collections.abc import Callable
 from typing import TypeVar
@@ -12,8 +19,9 @@ T = TypeVar("T", bound=type)
 STAGES: dict[str, type] = {}
 READERS: dict[str, type] = {}
 UNAVAILABLE: dict[str, str] = {}  # module -> why it could not be imported (an optional dependency is missing)
-_PACKAGES = ("tokenmill.curate", "tokenmill.tokenize")
-_MODULES = ("tokenmill.train.stages",)  # the train package itself needs torch; its stage module does not
+PLUGIN_GROUP = "tokenmill.plugins"
+# Used only when the package's metadata is missing (running from a source tree that was never installed).
+_BUILTIN_PLUGINS = ("tokenmill.curate", "tokenmill.tokenize", "tokenmill.train.stages")
 _loaded = False
 
 
@@ -40,21 +48,38 @@ def register_reader(fmt: str) -> Callable[[T], T]:
     return wrap
 
 
+def plugin_modules() -> list[str]:
+    """Names of the plugin modules and packages declared under the `tokenmill.plugins` entry points."""
+    names = sorted({ep.value for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)})
+    return names or list(_BUILTIN_PLUGINS)
+
+
 def load_builtins() -> None:
-    """Import every module of the stage packages, so their classes register themselves (once)."""
+    """Import every plugin module (every module of a plugin package) once, so their classes register themselves.
+
+    A module whose *optional third-party* dependency is missing is recorded in UNAVAILABLE and reported when one
+    of its stages is asked for; a missing tokenmill module is a bug and raises.
+    """
     global _loaded
     if _loaded:
         return
-    names = list(_MODULES)
-    for package_name in _PACKAGES:
-        package = importlib.import_module(package_name)
-        names += [module.name for module in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}.")]
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # an optional dependency of that module is not installed
-            UNAVAILABLE[name] = str(exc)
+    for plugin in plugin_modules():
+        for name in _modules_of(plugin):
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                missing = exc.name or ""
+                if missing == "tokenmill" or missing.startswith("tokenmill.") or missing == name:
+                    raise
+                UNAVAILABLE[name] = str(exc)
     _loaded = True
+
+
+def _modules_of(plugin: str) -> list[str]:
+    module = importlib.import_module(plugin)
+    if not hasattr(module, "__path__"):  # a plain module
+        return [plugin]
+    return [plugin, *(m.name for m in pkgutil.walk_packages(module.__path__, prefix=f"{plugin}."))]
 
 
 def known_stages() -> list[str]:

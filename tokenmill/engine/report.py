@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import html
 import json
-from typing import TYPE_CHECKING
 
 from tokenmill.engine.fsio import atomic_write_bytes, atomic_write_json, join
+from tokenmill.engine.result import RunResult
 from tokenmill.engine.stats import StageStats
-
-if TYPE_CHECKING:
-    from tokenmill.engine.runner import RunResult
 
 
 def emptied_warnings(stats: list[StageStats]) -> list[str]:

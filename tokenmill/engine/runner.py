@@ -10,99 +10,25 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from distributed import Client, as_completed
 from fsspec.core import url_to_fs
 
-from tokenmill.curate.writers import Write, remove_temporaries
 from tokenmill.engine.cluster import connect
-from tokenmill.engine.executor import ShardTask, check_conservation, plan_segment, process_shard
+from tokenmill.engine.datasets import run_dataset_stages
+from tokenmill.engine.executor import check_conservation, process_shard
 from tokenmill.engine.fsio import InputNotFound, atomic_write_json, exists, join, read_json
 from tokenmill.engine.identity import stable_id
 from tokenmill.engine.manifest import finished
-from tokenmill.engine.post import PostContext, run_post_stages
+from tokenmill.engine.plan import ShardTask
 from tokenmill.engine.progress import ShardProgress
+from tokenmill.engine.result import RunResult
 from tokenmill.engine.segment_source import ShardSetReader
+from tokenmill.engine.shard_writer import remove_temporaries
 from tokenmill.engine.spec import Pipeline
-from tokenmill.engine.stage import DocumentStage, GlobalStage, ShardOutput, SourceStage
+from tokenmill.engine.stage import DatasetContext, DocumentStage, GlobalStage, ShardOutput, SourceStage
 from tokenmill.engine.stats import ConservationError, StageStats
-
-# Intermediate segments keep one file per shard, so the next segment's shards match the previous ones.
-_INTERMEDIATE_MB = 1e9
-
-
-@dataclass
-class RunResult:
-    """What a run produced: output files, merged per-stage stats, and what was skipped, failed or flagged."""
-
-    name: str
-    output: str
-    curated: str
-    files: list[str]
-    stats: list[StageStats]
-    shards_total: int
-    shards_skipped: int
-    failed: dict[str, str] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    analyses: dict[str, dict[str, Any]] = field(default_factory=dict)
-    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    report: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-
-@dataclass
-class _Segment:
-    index: int
-    sources: list[SourceStage]
-    stages: tuple[DocumentStage, ...]
-    sink: Write
-    output_dir: str
-    rejected_dir: str
-    manifest_dir: str
-
-
-def _segment(pipeline: Pipeline, index: int, sources: list[SourceStage], stages: list[DocumentStage]) -> _Segment:
-    last = index == len(pipeline.segments) - 1
-    final_sink = pipeline.sink
-    if last:
-        sink, output_dir = final_sink, final_sink.path or join(pipeline.output, "curated")
-    else:
-        sink = Write(shard_size_mb=_INTERMEDIATE_MB, rejected=final_sink.rejected)
-        global_stage = pipeline.segments[index][1]
-        output_dir = join(pipeline.output, "_work", f"{index:02d}-before-{global_stage.stage_name}")
-    suffix = "" if index == 0 else f"/segment-{index:02d}"
-    return _Segment(
-        index=index,
-        sources=sources,
-        stages=tuple(stages),
-        sink=sink,
-        output_dir=output_dir,
-        rejected_dir=join(pipeline.output, "rejected") + suffix,
-        manifest_dir=join(pipeline.output, "_manifest", "curate") + suffix,
-    )
-
-
-def _tasks(pipeline: Pipeline, segment: _Segment) -> list[ShardTask]:
-    batch = (pipeline.batch_docs, int(pipeline.batch_mb * 1024 * 1024))
-    return plan_segment(
-        segment.sources,
-        segment.stages,
-        segment.sink,
-        segment.output_dir,
-        segment.rejected_dir,
-        segment.manifest_dir,
-        batch,
-    )
-
-
-def first_segment_tasks(pipeline: Pipeline) -> list[ShardTask]:
-    return _tasks(pipeline, _segment(pipeline, 0, pipeline.sources, pipeline.segments[0][0]))
 
 
 def execute(
@@ -143,47 +69,49 @@ class _Driver:
         return self.client
 
     def run(self) -> RunResult:
-        pipeline = self.pipeline
-        sources: list[SourceStage] = pipeline.sources
+        plan = self.pipeline.plan
+        sources: list[SourceStage] = list(plan.sources)
         prefix: list[DocumentStage] = []
         stats: list[StageStats] = []
         analyses: dict[str, dict[str, Any]] = {}
         failed: dict[str, str] = {}
         total = skipped = 0
-        for index, (stages, global_stage) in enumerate(pipeline.segments):
-            segment = _segment(pipeline, index, sources, prefix + stages)
-            tasks = _tasks(pipeline, segment)
+        for segment in plan.segments:
+            tasks = plan.tasks(segment, sources, prefix)
             if not tasks:
-                raise InputNotFound(f"pipeline {pipeline.name!r}: the inputs hold no shards")
-            results, seg_failed, seg_skipped = self.run_segment(tasks, index)
+                raise InputNotFound(f"pipeline {plan.name!r}: the inputs hold no shards")
+            results, seg_failed, seg_skipped = self.run_segment(tasks, segment.label)
             failed.update(seg_failed)
             total += len(tasks)
             skipped += seg_skipped
             ordered = [results[t.shard.key] for t in tasks if t.shard.key in results]
-            seg_stats = merge_stats(ordered, [s.label for s in segment.stages])
+            seg_stats = merge_stats(ordered, [s.label for s in tasks[0].stages])
             if stats:  # the segment re-reads what the previous one kept: nothing may appear or vanish in between
                 if not failed and seg_stats[0].docs_in != stats[-1].kept:
-                    raise ConservationError(f"segment {index} read {seg_stats[0].docs_in}, before {stats[-1].kept}")
+                    raise ConservationError(
+                        f"segment {segment.index} read {seg_stats[0].docs_in}, before {stats[-1].kept}"
+                    )
                 seg_stats = seg_stats[1:]
             stats += seg_stats
-            if global_stage is None or failed:  # never analyse an incomplete dataset: stop here and report
+            if segment.global_stage is None or failed:  # never analyse an incomplete dataset: stop and report
                 break
             outputs = [ShardOutput(r["shard"], tuple(r["files"])) for r in ordered]
-            analysis_id = _analysis_id(global_stage, ordered)
-            work_dir = join(pipeline.output, "_work", f"{index:02d}-{global_stage.stage_name}")
-            analyses[global_stage.label] = self.analyze(global_stage, outputs, work_dir, analysis_id)
+            analysis_id = _analysis_id(segment.global_stage, ordered)
+            analyses[segment.global_stage.label] = self.analyze(
+                segment.global_stage, outputs, segment.work_dir, analysis_id
+            )
             sources = [ShardSetReader.of(outputs)]
-            prefix = [global_stage.applier(work_dir, analysis_id)]
+            prefix = [segment.global_stage.applier(segment.work_dir, analysis_id)]
         artifacts = {}
-        if pipeline.post_stages and not failed:
+        if plan.dataset_stages and not failed:
             curated = [ShardOutput(r["shard"], tuple(r["files"])) for r in ordered]
             curated_id = stable_id([r["fingerprint"] for r in ordered])
-            ctx = PostContext(pipeline.output, curated, curated_id, self.get_client, self.force, self.progress)
-            artifacts = run_post_stages(pipeline.post_stages, ctx)
+            ctx = DatasetContext(plan.output, curated, curated_id, self.get_client, self.force, self.progress)
+            artifacts = run_dataset_stages(list(plan.dataset_stages), ctx)
         return RunResult(
-            name=pipeline.name,
-            output=pipeline.output,
-            curated=segment.output_dir,
+            name=plan.name,
+            output=plan.output,
+            curated=plan.curated_dir,
             files=[f for r in ordered for f in r["files"]],
             stats=stats,
             shards_total=total,
@@ -194,7 +122,7 @@ class _Driver:
             seconds=time.perf_counter() - self.started,
         )
 
-    def run_segment(self, tasks: list[ShardTask], index: int) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
+    def run_segment(self, tasks: list[ShardTask], label: str) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
         results: dict[str, dict[str, Any]] = {}
         todo = []
         for task in tasks:
@@ -209,7 +137,6 @@ class _Driver:
         skipped = len(results)
         failed: dict[str, str] = {}
         if todo:
-            label = "shards" if index == 0 else f"segment {index} shards"
             failed = self.submit(todo, results, skipped, len(tasks), label)
         _prune(tasks)
         return results, failed, skipped

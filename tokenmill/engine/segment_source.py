@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import ClassVar
 
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
@@ -16,7 +15,6 @@ from tokenmill.engine.stage import Outcomes, Shard, ShardOutput, SourceStage
 class ShardSetReader(SourceStage):
     """The shards a previous segment wrote, one shard per previous shard (keys kept), in order."""
 
-    kind: ClassVar[str] = "source"
     outputs: list[tuple[str, list[str]]]
     batch_rows: int = 2048
 

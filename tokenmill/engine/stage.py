@@ -1,15 +1,24 @@
-"""Stage base classes. A stage's pydantic fields are its YAML keys; the instance is its configuration."""
+"""The stage family. A stage's pydantic fields are its YAML keys; the instance is its configuration.
+
+A pipeline is, in order: source stages (`read`), document stages fused into one task per shard, global stages
+that split the pipeline into segments (deduplication), one sink (`write`), and dataset stages that consume the
+curated dataset and produce artifacts (tokenizer, token shards, checkpoint, evaluation). Which family a stage
+belongs to is its base class here, nothing else; `engine/plan.py` orders them into a plan.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from tokenmill._version import __version__
 from tokenmill.engine.documents import Doc
+from tokenmill.engine.fsio import join
+from tokenmill.engine.identity import stable_id
 from tokenmill.engine.stats import StageStats
 
 
@@ -50,7 +59,6 @@ class Stage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     stage_name: ClassVar[str] = ""
-    kind: ClassVar[str] = "document"
 
     @property
     def label(self) -> str:
@@ -63,8 +71,6 @@ class DocumentStage(Stage):
     Subclasses implement `process`, which may modify the document in place and returns None to keep it or a
     rejection reason. Heavy resources (models) are loaded in `setup`, once per task.
     """
-
-    kind: ClassVar[str] = "document"
 
     def columns(self) -> dict[str, pa.DataType]:
         """Annotation columns this stage adds to the output, with their Arrow types."""
@@ -142,8 +148,6 @@ class GlobalStage(Stage):
     small summary (counts) for the report.
     """
 
-    kind: ClassVar[str] = "global"
-
     def analyze(self, client: Any, shards: list[ShardOutput], work_dir: str) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -154,11 +158,81 @@ class GlobalStage(Stage):
 class SourceStage(Stage):
     """The `read` stage: lists input shards on the driver and streams each shard's documents on a worker."""
 
-    kind: ClassVar[str] = "source"
-
     def shards(self) -> list[Shard]:
         raise NotImplementedError
 
     def read(self, shard: Shard, out: Outcomes) -> Iterator[Doc]:
         """Yield kept documents; report every record (`out.seen`) and every rejection or error on `out`."""
+        raise NotImplementedError
+
+
+class SinkStage(Stage):
+    """Where a segment's surviving documents go (`write`): one writer per shard, committed atomically.
+
+    `path` overrides the default output directory (`<output>/curated`); `rejected` asks for the rejected
+    documents too, with their stage and reason.
+    """
+
+    path: str | None = None
+    rejected: bool = False
+
+    def open_writer(self, directory: str, shard_key: str, schema: pa.Schema) -> ShardSink:
+        raise NotImplementedError
+
+
+class ShardSink:
+    """What a sink returns per shard: `write` batches, then `commit` (returns the final files) or `abort`."""
+
+    def write(self, docs: list[Doc], reasons: list[tuple[str, str]] | None = None) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> list[str]:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class DatasetContext:
+    """What a dataset stage can use: the curated shards, earlier artifacts, the run's output and a Dask client."""
+
+    output: str
+    curated: list[ShardOutput]
+    curated_id: str
+    get_client: Callable[[], Any]
+    force: bool = False
+    progress: bool = False
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"path", "id", ...}
+
+    def artifact(self, name: str, needed_by: str) -> dict[str, Any]:
+        if name not in self.artifacts:
+            raise ValueError(f"{needed_by} needs a {name}: put the stage that makes it earlier in the pipeline")
+        return self.artifacts[name]
+
+
+class DatasetStage(Stage):
+    """A stage after `write` that turns the curated dataset (or earlier artifacts) into an artifact.
+
+    `produces` names the artifact; `inputs` lists the artifacts it consumes. `run` makes the artifact under
+    `directory(ctx)` and returns {"path": ..., **summary for the report}; `engine/datasets.py` skips it when
+    its `done.json` holds the same artifact id.
+    """
+
+    produces: ClassVar[str] = ""
+    inputs: ClassVar[tuple[str, ...]] = ()
+
+    def directory(self, ctx: DatasetContext) -> str:
+        return join(ctx.output, self.produces or self.stage_name)
+
+    def input_ids(self, ctx: DatasetContext) -> dict[str, str]:
+        ids = {"data": ctx.curated_id}
+        ids.update({name: ctx.artifact(name, self.stage_name)["id"] for name in self.inputs})
+        return ids
+
+    def artifact_id(self, ctx: DatasetContext) -> str:
+        """Changes with the stage's configuration, its inputs' ids and the tokenmill version."""
+        return stable_id([type(self).__qualname__, self.model_dump(mode="json"), self.input_ids(ctx), __version__])
+
+    def run(self, ctx: DatasetContext) -> dict[str, Any]:
         raise NotImplementedError

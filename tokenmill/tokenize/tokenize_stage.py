@@ -17,10 +17,9 @@ from tokenizers import Tokenizer
 from tokenmill._version import __version__
 from tokenmill.engine.fsio import atomic_write_json, exists, join, read_json, tmp_name
 from tokenmill.engine.identity import file_digest, stable_id
-from tokenmill.engine.post import PostContext, PostStage
 from tokenmill.engine.registry import register
 from tokenmill.engine.segment_source import iter_shard_columns
-from tokenmill.engine.stage import ShardOutput
+from tokenmill.engine.stage import DatasetContext, DatasetStage, ShardOutput
 from tokenmill.engine.tasks import run_tasks
 from tokenmill.tokenize.corpus import is_heldout
 from tokenmill.tokenize.tokenizer_train import EOS
@@ -44,7 +43,7 @@ def file_versions(shard: ShardOutput) -> list[list]:
 
 
 @register("tokenize")
-class Tokenize(PostStage):
+class Tokenize(DatasetStage):
     """Encodes every curated document (EOS appended) with the pipeline's tokenizer (or `tokenizer:` path).
 
     Documents go to `validation` when a hash of their id falls below `validation_fraction` (the same documents
@@ -58,12 +57,12 @@ class Tokenize(PostStage):
     tokenizer: str | None = Field(None, description="a tokenizer.json to use instead of tokenizer_train's")
     batch_docs: int = Field(512, gt=0)
 
-    def input_ids(self, ctx: PostContext) -> dict[str, str]:
+    def input_ids(self, ctx: DatasetContext) -> dict[str, str]:
         if self.tokenizer:
             return {"data": ctx.curated_id, "tokenizer": file_digest(self.tokenizer)}
         return super().input_ids(ctx)
 
-    def run(self, ctx: PostContext) -> dict[str, Any]:
+    def run(self, ctx: DatasetContext) -> dict[str, Any]:
         tokenizer_json = self.tokenizer or ctx.artifact("tokenizer", "tokenize")["tokenizer_json"]
         tokenizer = Tokenizer.from_file(tokenizer_json)
         if tokenizer.token_to_id(EOS) is None:

@@ -10,9 +10,8 @@ from pydantic import Field, model_validator
 
 from tokenmill.engine.fsio import join
 from tokenmill.engine.identity import file_digest
-from tokenmill.engine.post import PostContext, PostStage
 from tokenmill.engine.registry import register
-from tokenmill.engine.stage import ShardOutput
+from tokenmill.engine.stage import DatasetContext, DatasetStage, ShardOutput
 from tokenmill.tokenize.corpus import stream_texts
 from tokenmill.tokenize.evaluate import evaluate_tokenizer
 from tokenmill.tokenize.vocab import UNK, Model, build, minimum_vocab, save_pretrained, trainer_for
@@ -22,7 +21,7 @@ PAD = "<|pad|>"
 
 
 @register("tokenizer_train")
-class TokenizerTrain(PostStage):
+class TokenizerTrain(DatasetStage):
     """Trains a tokenizer by streaming curated text through an iterator (memory grows with the vocabulary and
     the distinct pre-tokenized words, never with the corpus). Writes `tokenizer/tokenizer.json` and a
     directory `transformers.PreTrainedTokenizerFast.from_pretrained` loads, plus an evaluation report on the
@@ -58,7 +57,7 @@ class TokenizerTrain(PostStage):
                 raise ValueError(f"source_weights[{source!r}] must be between 0 and 1")
         return self
 
-    def run(self, ctx: PostContext) -> dict[str, Any]:
+    def run(self, ctx: DatasetContext) -> dict[str, Any]:
         directory = self.directory(ctx)
         future = ctx.get_client().submit(train_tokenizer, self, ctx.curated, directory, pure=False)
         summary = future.result()

@@ -11,22 +11,22 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from tokenmill.engine.fsio import join
-from tokenmill.engine.post import PostContext, PostStage
 from tokenmill.engine.registry import register
+from tokenmill.engine.stage import DatasetContext, DatasetStage
 from tokenmill.train.config import TrainConfig
 
 
 @register("train")
-class Train(PostStage, TrainConfig):
+class Train(DatasetStage, TrainConfig):
     """Pretrains the model on the pipeline's token shards with the pipeline's tokenizer (see TrainConfig)."""
 
     produces: ClassVar[str] = "checkpoint"
     inputs: ClassVar[tuple[str, ...]] = ("tokens", "tokenizer")
 
-    def directory(self, ctx: PostContext) -> str:
+    def directory(self, ctx: DatasetContext) -> str:
         return join(ctx.output, "train")
 
-    def run(self, ctx: PostContext) -> dict[str, Any]:
+    def run(self, ctx: DatasetContext) -> dict[str, Any]:
         from tokenmill.train.trainer import read_metrics, train
 
         if importlib.util.find_spec("torch") is None:
@@ -45,7 +45,7 @@ class Train(PostStage, TrainConfig):
 
 
 @register("evaluate")
-class Evaluate(PostStage):
+class Evaluate(DatasetStage):
     """Validation loss, perplexity and bits per byte of the trained model, plus a generated sample."""
 
     produces: ClassVar[str] = "evaluation"
@@ -56,7 +56,7 @@ class Evaluate(PostStage):
     temperature: float = Field(0.8, gt=0)
     top_k: int | None = Field(200, gt=0)
 
-    def run(self, ctx: PostContext) -> dict[str, Any]:
+    def run(self, ctx: DatasetContext) -> dict[str, Any]:
         from tokenmill.train.evaluate import evaluate, generate
 
         checkpoint = ctx.artifact("checkpoint", "evaluate")["checkpoint"]
