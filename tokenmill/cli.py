@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tokenmill.engine.fsio import InputNotFound
+from tokenmill.engine.output_dir import OutputError
 from tokenmill.engine.spec import SpecError, load_pipeline
 
 console = Console(stderr=True)
@@ -53,7 +54,7 @@ def run_command(
     try:
         pipeline = load_pipeline(pipeline_file, {"output": output} if output else None)
         result = run(pipeline, address=address, force=force, strict=False, progress=not quiet)
-    except (SpecError, InputNotFound) as exc:
+    except (SpecError, InputNotFound, OutputError) as exc:
         _fail(exc)
     _summary(result)
     if result.failed:

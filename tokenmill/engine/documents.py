@@ -61,19 +61,19 @@ def output_schema(columns: dict[str, pa.DataType], rejected: bool = False) -> pa
 def docs_to_table(docs: list[Doc], schema: pa.Schema, reasons: list[tuple[str, str]] | None = None) -> pa.Table:
     """Build an Arrow table with `schema` from documents (and their stage/reason when writing rejections)."""
     columns: dict[str, list[Any]] = {
-        "id": [d.id for d in docs],
-        "text": [_storable(d.text) for d in docs],
-        "source": [d.source for d in docs],
-        "url": [d.url for d in docs],
-        "meta": [json.dumps(d.meta, sort_keys=True, ensure_ascii=False) if d.meta else None for d in docs],
+        "id": [storable(d.id) for d in docs],
+        "text": [storable(d.text) for d in docs],
+        "source": [storable(d.source) for d in docs],
+        "url": [storable(d.url) for d in docs],
+        "meta": [meta_json(d.meta) for d in docs],
     }
     base = {f.name for f in BASE_SCHEMA} | {f.name for f in REJECTED_FIELDS}
     for name in schema.names:
         if name not in base:
-            columns[name] = [d.annotations.get(name) for d in docs]
+            columns[name] = [storable(d.annotations.get(name)) for d in docs]
     if reasons is not None:
-        columns["stage"] = [stage for stage, _ in reasons]
-        columns["reason"] = [reason for _, reason in reasons]
+        columns["stage"] = [storable(stage) for stage, _ in reasons]
+        columns["reason"] = [storable(reason) for _, reason in reasons]
     arrays = [pa.array(columns[name], type=schema.field(name).type) for name in schema.names]
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -99,10 +99,21 @@ def table_to_docs(table: pa.Table) -> list[Doc]:
     return docs
 
 
-def _storable(text: str) -> str:
-    """Arrow strings must be valid UTF-8: lone surrogates (possible from `surrogateescape` decoding) become U+FFFD."""
+def storable(value: Any) -> Any:
+    """Arrow strings must be valid UTF-8: in a string, lone surrogates (from `surrogateescape` decoding, JSON
+    `\\udc00` escapes, undecodable file names) become U+FFFD; any other value is returned as it is."""
+    if not isinstance(value, str) or value.isascii():
+        return value
     try:
-        text.encode("utf-8")
+        value.encode("utf-8")
     except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+def meta_json(meta: dict[str, Any]) -> str | None:
+    """`meta` as the JSON string column: sorted keys, valid UTF-8 (lone surrogates anywhere inside become U+FFFD),
+    and values JSON cannot hold (bytes, sets, objects) written as their `str` rather than failing the shard."""
+    if not meta:
+        return None
+    return storable(json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str))

@@ -8,6 +8,7 @@ is built by the plan (plan.py).
 
 from __future__ import annotations
 
+import errno
 import itertools
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 from tokenmill.engine.documents import Doc, output_schema
 from tokenmill.engine.manifest import write_manifest
+from tokenmill.engine.output_dir import disk_full_message
 from tokenmill.engine.plan import ShardTask
 from tokenmill.engine.stage import Outcomes, Shard
 from tokenmill.engine.stats import ConservationError, StageStats
@@ -23,9 +25,7 @@ from tokenmill.engine.stats import ConservationError, StageStats
 def process_shard(task: ShardTask) -> dict[str, Any]:
     """Run one shard end to end on a worker; returns its manifest (files and per-stage stats)."""
     started = time.perf_counter()
-    columns: dict = {}
-    for stage in task.stages:
-        columns.update(stage.columns())
+    columns = dict(task.columns)
     writer = task.sink.open_writer(task.output_dir, task.shard.key, output_schema(columns))
     rejects = task.sink.open_writer(task.rejected_dir, task.shard.key, output_schema(columns, True))
     keep_rejected = task.sink.rejected
@@ -65,9 +65,12 @@ def process_shard(task: ShardTask) -> dict[str, Any]:
         flush(batch)
         files = writer.commit()
         rejected_files = rejects.commit() if keep_rejected else []
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
         rejects.abort()
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            message = disk_full_message(task.output_dir, task.shard.size)
+            raise OSError(errno.ENOSPC, f"shard {task.shard.name}: {message}") from None
         raise
     stats = [read_out.stats] + [out.stats for out in stage_outs]
     check_conservation(stats)

@@ -16,12 +16,17 @@ from tokenmill.engine.identity import stable_id
 from tokenmill.engine.stage import Shard, Stage
 
 
-def fingerprint(shard: Shard, stages: list[Stage], batch: tuple[int, int]) -> str:
+def fingerprint(
+    shard: Shard, stages: list[Stage], batch: tuple[int, int], columns: tuple[tuple[str, Any], ...] = ()
+) -> str:
+    """Changes with the input file, any stage's class or configuration, the batch settings, the output columns
+    (a stage added later in the pipeline adds a column to every segment) and the tokenmill version."""
     payload = {
         "tokenmill": __version__,
         "input": [shard.path, shard.fingerprint],
         "stages": [[type(s).__module__, type(s).__qualname__, s.model_dump(mode="json")] for s in stages],
         "batch": list(batch),
+        "columns": [[name, str(dtype)] for name, dtype in columns],
     }
     return stable_id(payload)
 

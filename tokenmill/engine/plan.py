@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 from tokenmill.engine.fsio import join
+from tokenmill.engine.identity import file_digest
 from tokenmill.engine.manifest import fingerprint
 from tokenmill.engine.shard_writer import FileSink
 from tokenmill.engine.stage import (
@@ -41,6 +44,7 @@ class ShardTask:
     fingerprint: str
     batch_docs: int
     batch_bytes: int
+    columns: tuple[tuple[str, pa.DataType], ...] = ()  # every annotation column of the pipeline, sorted
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,11 @@ class Plan:
     dataset_stages: tuple[DatasetStage, ...]
     batch_docs: int
     batch_bytes: int
+    # Every annotation column any stage declares: every segment's output and every rejected file carries all of
+    # them (null until the stage that fills them has run), so no column is lost at a segment boundary and every
+    # file of a run has one schema.
+    columns: tuple[tuple[str, pa.DataType], ...] = ()
+    verify: str = "metadata"  # or "content": input files are also identified by an xxh3 of their bytes
 
     @property
     def curated_dir(self) -> str:
@@ -88,7 +97,10 @@ class Plan:
         tasks = []
         for source in sources:
             for shard in source.shards():
-                shard = Shard(len(tasks), shard.path, shard.name, shard.size, shard.fingerprint)
+                identity = shard.fingerprint
+                if self.verify == "content" and source in self.sources:
+                    identity = f"{identity} xxh3:{file_digest(shard.path, 'xxh3')}"
+                shard = Shard(len(tasks), shard.path, shard.name, shard.size, identity)
                 tasks.append(
                     ShardTask(
                         shard=shard,
@@ -98,9 +110,10 @@ class Plan:
                         output_dir=segment.output_dir,
                         rejected_dir=segment.rejected_dir,
                         manifest_dir=segment.manifest_dir,
-                        fingerprint=fingerprint(shard, [source, *stages, segment.sink], batch),
+                        fingerprint=fingerprint(shard, [source, *stages, segment.sink], batch, self.columns),
                         batch_docs=batch[0],
                         batch_bytes=batch[1],
+                        columns=self.columns,
                     )
                 )
         return tasks
@@ -131,7 +144,9 @@ def structure_problems(stages: list[Stage]) -> list[str]:
     return problems
 
 
-def build_plan(name: str, output: str, stages: list[Stage], batch_docs: int, batch_bytes: int) -> Plan:
+def build_plan(
+    name: str, output: str, stages: list[Stage], batch_docs: int, batch_bytes: int, verify: str = "metadata"
+) -> Plan:
     """Order validated stages (see `structure_problems`) into a plan."""
     sinks = [s for s in stages if isinstance(s, SinkStage)]
     final_sink = sinks[0] if sinks else FileSink()
@@ -174,4 +189,17 @@ def build_plan(name: str, output: str, stages: list[Stage], batch_docs: int, bat
         dataset_stages=tuple(s for s in stages if isinstance(s, DatasetStage)),
         batch_docs=batch_docs,
         batch_bytes=batch_bytes,
+        columns=tuple(sorted(declared_columns(stages).items())),
+        verify=verify,
     )
+
+
+def declared_columns(stages: list[Stage]) -> dict[str, pa.DataType]:
+    """The annotation columns of every document and global stage; a name declared with two types is an error."""
+    columns: dict[str, pa.DataType] = {}
+    for stage in stages:
+        if isinstance(stage, (DocumentStage, GlobalStage)):
+            for name, dtype in stage.columns().items():
+                if columns.setdefault(name, dtype) != dtype:
+                    raise ValueError(f"column {name!r} is declared as {columns[name]} and as {dtype} ({stage.label})")
+    return columns

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 
+from tokenmill.engine.documents import storable
 from tokenmill.engine.fsio import atomic_write_bytes, atomic_write_json, join
 from tokenmill.engine.result import RunResult
 from tokenmill.engine.stats import StageStats
@@ -83,8 +84,8 @@ def write_report(result: RunResult) -> str:
     write_stats(result)
     atomic_write_bytes(join(result.output, "funnel.png"), funnel_png(result.stats))
     md_path = join(result.output, "report.md")
-    atomic_write_bytes(md_path, _markdown(result).encode())
-    atomic_write_bytes(join(result.output, "report.html"), _html(result).encode())
+    atomic_write_bytes(md_path, storable(_markdown(result)).encode())
+    atomic_write_bytes(join(result.output, "report.html"), storable(_html(result)).encode())
     return md_path
 
 

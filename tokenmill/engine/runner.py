@@ -13,19 +13,26 @@ import uuid
 from typing import Any
 
 from distributed import Client, as_completed
-from fsspec.core import url_to_fs
 
 from tokenmill.engine.cluster import connect
 from tokenmill.engine.datasets import run_dataset_stages
 from tokenmill.engine.executor import check_conservation, process_shard
 from tokenmill.engine.fsio import InputNotFound, atomic_write_json, exists, join, read_json
 from tokenmill.engine.identity import stable_id
-from tokenmill.engine.manifest import finished
+from tokenmill.engine.manifest import finished, manifest_path
+from tokenmill.engine.output_dir import (
+    OutputLock,
+    check_inputs_outside_output,
+    owns,
+    prepare_output,
+    sweep,
+    sweep_stale_segments,
+    write_marker,
+)
 from tokenmill.engine.plan import ShardTask
 from tokenmill.engine.progress import ShardProgress
 from tokenmill.engine.result import RunResult
 from tokenmill.engine.segment_source import ShardSetReader
-from tokenmill.engine.shard_writer import remove_temporaries
 from tokenmill.engine.spec import Pipeline
 from tokenmill.engine.stage import DatasetContext, DocumentStage, GlobalStage, ShardOutput, SourceStage
 from tokenmill.engine.stats import ConservationError, StageStats
@@ -39,10 +46,20 @@ def execute(
     force: bool = False,
     progress: bool = True,
 ) -> RunResult:
-    """Run every segment and global analysis, skipping shards and analyses whose manifests are current."""
+    """Run every segment and global analysis, skipping shards and analyses whose manifests are current.
+
+    Before any work the output is checked (a writable directory holding only tokenmill's files, outside the
+    inputs) and locked against a second run; raises OutputError (one line) otherwise.
+    """
+    plan = pipeline.plan
+    prepare_output(plan, force)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(OutputLock(plan.output))
         driver = _Driver(pipeline, stack, client, address, force, progress)
-        return driver.run()
+        result = driver.run()
+        if result.ok:
+            sweep_stale_segments(plan)
+        return result
 
 
 class _Driver:
@@ -80,6 +97,11 @@ class _Driver:
             tasks = plan.tasks(segment, sources, prefix)
             if not tasks:
                 raise InputNotFound(f"pipeline {plan.name!r}: the inputs hold no shards")
+            if segment.index == 0:
+                check_inputs_outside_output(plan, tasks)
+                write_marker(plan.output, plan.name)
+                if not owns(plan.curated_dir, plan.output):  # `write.path` outside the output: mark it too
+                    write_marker(plan.curated_dir, plan.name)
             results, seg_failed, seg_skipped = self.run_segment(tasks, segment.label)
             failed.update(seg_failed)
             total += len(tasks)
@@ -131,14 +153,16 @@ class _Driver:
                 todo.append(task)
             else:
                 results[task.shard.key] = done
-        first = tasks[0]
-        for directory in {first.output_dir, first.rejected_dir, first.manifest_dir}:
-            remove_temporaries(directory)
         skipped = len(results)
         failed: dict[str, str] = {}
         if todo:
             failed = self.submit(todo, results, skipped, len(tasks), label)
-        _prune(tasks)
+        first = tasks[0]
+        sweep(first.manifest_dir, {manifest_path(t.manifest_dir, t.shard) for t in tasks})
+        if not failed:  # an incomplete segment keeps every earlier file: nothing is removed on a failed run
+            files = {f for r in results.values() for f in r["files"] + r["rejected_files"]}
+            for directory in {first.output_dir, first.rejected_dir}:
+                sweep(directory, files)
         return results, failed, skipped
 
     def submit(self, todo: list[ShardTask], results: dict, skipped: int, total: int, label: str) -> dict[str, str]:
@@ -186,18 +210,3 @@ def merge_stats(results: list[dict[str, Any]], labels: list[str]) -> list[StageS
             total.merge(StageStats.from_dict(part))
     check_conservation(merged)
     return merged
-
-
-def _prune(tasks: list[ShardTask]) -> None:
-    """Remove outputs and manifests of shards that no longer exist (the input set shrank since the last run)."""
-    keys = {t.shard.key for t in tasks}
-    first = tasks[0]
-    for directory in {first.output_dir, first.rejected_dir, first.manifest_dir}:
-        fs, path = url_to_fs(directory)
-        if not fs.exists(path):
-            continue
-        for name in fs.ls(path, detail=False):
-            base = name.rsplit("/", 1)[-1]
-            key = base[5:10] if base.startswith("part-") else base.split(".")[0]
-            if key.isdigit() and len(key) == 5 and key not in keys:
-                fs.rm(name)

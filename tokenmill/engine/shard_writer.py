@@ -17,8 +17,8 @@ import zstandard
 from fsspec.core import url_to_fs
 from pydantic import Field
 
-from tokenmill.engine.documents import Doc, docs_to_table
-from tokenmill.engine.fsio import TMP_PREFIX, tmp_name
+from tokenmill.engine.documents import Doc, docs_to_table, storable
+from tokenmill.engine.fsio import tmp_name
 from tokenmill.engine.stage import ShardSink, SinkStage
 
 
@@ -84,16 +84,12 @@ class ShardWriter(ShardSink):
             self._close_part()
 
     def commit(self) -> list[str]:
-        """Close and rename every part into place; a shard with no documents still gets one empty file."""
+        """Close and rename every part into place; a shard with no documents still gets one empty file. Parts of
+        an earlier, larger output of this shard are removed by the runner's sweep (they are in no manifest)."""
         if self._writer is None and not self.parts:
             self._open()
         if self._writer is not None:
             self._close_part()
-        for k in range(len(self.parts), 10_000):  # parts left by an earlier, larger output of this shard
-            stale = self._final(k)
-            if not self.fs.exists(stale):
-                break
-            self.fs.rm(stale)
         for tmp, final in self.parts:
             self.fs.mv(tmp, final)
         return [final for _, final in self.parts]
@@ -120,14 +116,6 @@ def _jsonl(docs: list[Doc], schema: pa.Schema, reasons: list[tuple[str, str]] | 
         row.update({name: doc.annotations.get(name) for name in extra})
         if reasons is not None:
             row["stage"], row["reason"] = reasons[i]
-        lines.append(json.dumps(row, ensure_ascii=False))
-    return ("\n".join(lines) + "\n").encode("utf-8", "replace") if lines else b""
-
-
-def remove_temporaries(directory: str) -> None:
-    """Delete temporary files a killed run left behind (they are never read)."""
-    fs, path = url_to_fs(directory)
-    if fs.exists(path):
-        for name in fs.ls(path, detail=False):
-            if name.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
-                fs.rm(name)
+        lines.append(json.dumps(row, ensure_ascii=False, default=str))
+    # As in Parquet, lone surrogates anywhere in a row become U+FFFD: the file is valid UTF-8.
+    return storable("\n".join(lines) + "\n").encode("utf-8") if lines else b""

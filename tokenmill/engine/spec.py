@@ -7,7 +7,7 @@ Every problem becomes one line naming its key path and YAML line, e.g.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -27,6 +27,19 @@ from tokenmill.engine.registry import READERS, STAGES, UNAVAILABLE, known_format
 from tokenmill.engine.stage import Stage
 
 
+class ResumeSpec(BaseModel):
+    """`resume:` in the pipeline YAML: how a finished shard is recognised on a re-run.
+
+    `verify: metadata` (the default) compares each input file's path, size and modification time: a file rewritten
+    in place with the same size and mtime (e.g. by `cp -p` or a tool that restores mtimes) is not noticed.
+    `verify: content` also hashes every input file (xxh3-128) on the driver before the run, reading all inputs
+    once: exact, at the cost of that read.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    verify: Literal["metadata", "content"] = "metadata"
+
+
 class Pipeline(BaseModel):
     """A validated pipeline: readers first, then document stages, then an optional `write`.
 
@@ -40,6 +53,7 @@ class Pipeline(BaseModel):
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     batch_docs: int = Field(1000, gt=0, description="documents per batch inside a fused task")
     batch_mb: float = Field(64, gt=0, description="text megabytes per batch inside a fused task")
+    resume: ResumeSpec = Field(default_factory=ResumeSpec)
     stages: list[Stage] = Field(min_length=1)
 
     _plan: Plan | None = PrivateAttr(default=None)
@@ -49,7 +63,8 @@ class Pipeline(BaseModel):
         problems = structure_problems(self.stages)
         if problems:
             raise ValueError("; ".join(problems))
-        self._plan = build_plan(self.name, self.output, self.stages, self.batch_docs, int(self.batch_mb * 1024 * 1024))
+        batch_bytes = int(self.batch_mb * 1024 * 1024)
+        self._plan = build_plan(self.name, self.output, self.stages, self.batch_docs, batch_bytes, self.resume.verify)
         return self
 
     @property

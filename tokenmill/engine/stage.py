@@ -154,6 +154,10 @@ class GlobalStage(Stage):
     def applier(self, work_dir: str, analysis_id: str) -> DocumentStage:
         raise NotImplementedError
 
+    def columns(self) -> dict[str, pa.DataType]:
+        """Annotation columns that applying this stage's decisions adds (its applier's, which holds no state)."""
+        return self.applier("", "").columns()
+
 
 class SourceStage(Stage):
     """The `read` stage: lists input shards on the driver and streams each shard's documents on a worker."""
