@@ -227,6 +227,11 @@ def test_weight_decay_only_on_linear_matrices():
     spared = {names[id(p)] for p in no_decay["params"]}
     assert decayed == {n for n, p in model.named_parameters() if n.endswith("proj.weight")}
     assert spared == {n for n, _ in model.named_parameters() if "norm" in n} | {"embed_tokens.weight"}
+    # The model decides by module type, not by parameter name: a linear layer under any name decays.
+    model.extra = torch.nn.Linear(32, 32, bias=False)
+    decay, no_decay = model.optimizer_groups(0.1)
+    assert any(p is model.extra.weight for p in decay["params"])
+    assert not any(p is model.extra.weight for p in no_decay["params"])
 
 
 def test_warmup_then_cosine_schedule():

@@ -115,6 +115,16 @@ class GPT(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: decoupled weight decay on the weight matrices of linear layers only, by module
+        type — never on norm gains, nor on the (tied) embedding."""
+        linear = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
+        parameters = list(self.parameters())
+        return [
+            {"params": [p for p in parameters if id(p) in linear], "weight_decay": weight_decay},
+            {"params": [p for p in parameters if id(p) not in linear], "weight_decay": 0.0},
+        ]
+
     def num_parameters(self) -> int:
         """Parameters, counting the tied embedding once."""
         return sum(p.numel() for p in self.parameters())

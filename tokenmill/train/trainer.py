@@ -70,10 +70,8 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 def make_optimizer(model: GPT, config: TrainConfig, fused: bool) -> torch.optim.AdamW:
-    """Decoupled weight decay on matrices of linear layers only: not on norms, not on embeddings."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed_tokens" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed_tokens" not in n)]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW over the model's parameter groups (it decides what decays: `GPT.optimizer_groups`)."""
+    groups = model.optimizer_groups(config.weight_decay)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None)
 
 
