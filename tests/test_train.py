@@ -157,6 +157,25 @@ def test_model_is_causal_and_checks_length():
         model(torch.zeros(1, 17, dtype=torch.long))
 
 
+def test_hf_mapping_comes_from_the_model_and_its_config():
+    """Export asks GPTConfig.hf_config and GPT.hf_state_dict; transformers builds exactly these tensors from it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = tiny_model(n_head=4)
+    hf = LlamaForCausalLM(LlamaConfig(**model.config.hf_config()))
+    ours = model.hf_state_dict()
+    theirs = {k: v for k, v in hf.state_dict().items() if k != "lm_head.weight"}  # tied to the embedding
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    assert hf.config.head_dim == model.config.head_dim == 8
+
+
+def test_flops_per_token_is_6n_plus_attention():
+    with torch.device("meta"):
+        model = GPT(GPTConfig(vocab_size=65, **PRESETS["tiny"]))
+    attention = 12 * 4 * 128 * 64  # n_layer x n_embd x block_size
+    assert model.flops_per_token() == 6 * model.num_parameters() + attention == 5_266_944
+
+
 def test_inconsistent_shapes_are_rejected():
     with pytest.raises(ValueError, match="not divisible by n_head"):
         GPTConfig(n_embd=30, n_head=4)

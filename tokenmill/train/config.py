@@ -27,13 +27,39 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
-        if (self.n_embd // self.n_head) % 2:
+        if self.head_dim % 2:
             raise ValueError("the head size must be even for rotary positions")
         if self.mlp_hidden is None:
             self.mlp_hidden = 32 * math.ceil(8 * self.n_embd / 3 / 32)
 
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def hf_config(self) -> dict:
+        """The Hugging Face `config.json` keys that make `transformers` build this network as `LlamaForCausalLM`
+        (export adds the special token ids and tokenmill's metadata)."""
+        return {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.n_embd,
+            "intermediate_size": self.mlp_hidden,
+            "num_hidden_layers": self.n_layer,
+            "num_attention_heads": self.n_head,
+            "num_key_value_heads": self.n_head,
+            "head_dim": self.head_dim,
+            "max_position_embeddings": self.block_size,
+            "rms_norm_eps": self.norm_eps,
+            "rope_theta": self.rope_theta,
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "mlp_bias": False,
+            "tie_word_embeddings": True,
+        }
 
 
 PRESETS = {
