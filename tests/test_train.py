@@ -12,6 +12,7 @@ import errno
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -584,6 +585,141 @@ def test_train_command_reports_config_errors(tmp_path):
     config.write_text("tokens: x\ntokenizer: t.json\noutput: out\nlearning_rate: 0.1\n")
     result = cli("train", str(config))
     assert result.exit_code == 1 and "learning_rate: Extra inputs are not permitted" in result.stderr
+
+
+# --- resuming from moved, incomplete and damaged training directories --------------------------------------------
+
+
+@pytest.fixture
+def count_steps(monkeypatch):
+    """How many optimizer steps train() runs (a resumed run runs only the rest)."""
+    import tokenmill.train.trainer as trainer_module
+
+    counted = []
+    real = trainer_module.optimisation_step
+    monkeypatch.setattr(trainer_module, "optimisation_step", lambda run, step: counted.append(step) or real(run, step))
+    return counted
+
+
+def test_moved_run_directory_resumes_from_its_own_checkpoint(char_run, runs, tmp_path, count_steps):
+    train_tiny(char_run, tmp_path / "first", stop_at=5)
+    pointer = json.loads((tmp_path / "first/checkpoints/latest.json").read_text())
+    assert pointer == {"step": 5, "path": "checkpoints/step-0000005"}  # relative to the training directory
+    shutil.move(tmp_path / "first", tmp_path / "moved")
+    count_steps.clear()
+    summary = train_tiny(char_run, tmp_path / "moved")
+    assert count_steps == list(range(5, 12))  # resumed at step 6, not retrained from scratch
+    assert summary["steps"] == 12 and summary["checkpoint"] == str(tmp_path / "moved/checkpoints/step-0000012")
+    assert losses(tmp_path / "moved/metrics.jsonl") == runs("baseline")[1]
+    # A copy whose latest.json is in the older, absolute form names the original's checkpoint: the copy's own is
+    # used (by name), never the other directory's.
+    shutil.copytree(tmp_path / "moved", tmp_path / "copy")
+    legacy = {"step": 12, "path": str(tmp_path / "moved/checkpoints/step-0000012")}
+    (tmp_path / "copy/checkpoints/latest.json").write_text(json.dumps(legacy))
+    assert checkpoint.latest(str(tmp_path / "copy")) == str(tmp_path / "copy/checkpoints/step-0000012")
+
+
+def test_eval_and_export_from_another_working_directory(char_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train_tiny(char_run, Path("run"), max_steps=3, eval_interval=3)  # a relative output directory
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for where in ("../run", str(tmp_path / "run")):
+        result = cli(
+            "eval", where, "--tokens", char_run.tokens, "--tokenizer", char_run.tokenizer_json, "--batches", "1"
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stderr)["step"] == 3
+    result = cli("export", "../run", "--tokenizer-dir", char_run.tokenizer_dir, "--output", "hf")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "elsewhere/hf/config.json").read_text())["tokenmill"]["step"] == 3
+
+
+def test_missing_latest_json_resumes_from_the_newest_checkpoint(char_run, runs, tmp_path, count_steps):
+    train_tiny(char_run, tmp_path, stop_at=9)  # checkpoints at 6 (evaluation) and 9 (stop)
+    (tmp_path / "checkpoints/latest.json").unlink()
+    count_steps.clear()
+    with pytest.warns(checkpoint.CheckpointWarning) as caught:
+        train_tiny(char_run, tmp_path)
+    message = str(caught[0].message)
+    assert "latest.json is missing" in message and message.endswith("checkpoints/step-0000009")
+    assert count_steps == [9, 10, 11]
+    assert losses(tmp_path / "metrics.jsonl") == runs("baseline")[1]
+
+
+class RunsShell:
+    """A pickled object that runs a shell command when unpickled without weights_only."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple:
+        return os.system, (self.command,)
+
+
+def damage(step_dir: Path, how: str, tmp_path: Path) -> str:
+    """Damage one checkpoint as a crash, a bad copy or an attacker would; returns the file it names."""
+    if how == "truncated-weights":
+        data = (step_dir / "model.safetensors").read_bytes()
+        (step_dir / "model.safetensors").write_bytes(data[: len(data) // 2])
+        return "model.safetensors"
+    if how == "truncated-trainer":
+        data = (step_dir / "trainer.pt").read_bytes()
+        (step_dir / "trainer.pt").write_bytes(data[: len(data) // 3])
+        return "trainer.pt"
+    if how == "garbage-trainer":  # torch's own error for this suggests weights_only=False
+        (step_dir / "trainer.pt").write_bytes(b"\x80\x04not a checkpoint" * 50)
+        return "trainer.pt"
+    if how == "hostile-trainer":
+        state = {"step": 12, "optimizer": {}, "torch_rng": RunsShell(f"touch {tmp_path / 'pwned'}")}
+        torch.save(state, step_dir / "trainer.pt")
+        return "trainer.pt"
+    assert how == "truncated-meta"
+    (step_dir / "meta.json").write_text((step_dir / "meta.json").read_text()[:40])
+    return "meta.json"
+
+
+DAMAGE = ["truncated-weights", "truncated-trainer", "garbage-trainer", "hostile-trainer", "truncated-meta"]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_good_one(char_run, runs, tmp_path, how, count_steps):
+    directory, uninterrupted = runs("baseline")
+    shutil.copytree(directory, tmp_path / "run")
+    bad = damage(tmp_path / "run/checkpoints/step-0000012", how, tmp_path)
+    count_steps.clear()
+    with pytest.warns(checkpoint.CheckpointWarning) as caught:
+        summary = train_tiny(char_run, tmp_path / "run")
+    assert [w.category for w in caught] == [checkpoint.CheckpointWarning]  # torch's own warnings are not passed on
+    message = str(caught[0].message)
+    assert f"step-0000012: {bad}" in message and message.endswith(
+        "using the newest complete checkpoint " + str(tmp_path / "run/checkpoints/step-0000006")
+    )
+    assert "weights_only" not in message and not (tmp_path / "pwned").exists()
+    assert count_steps == list(range(6, 12)) and summary["steps"] == 12
+    assert losses(tmp_path / "run/metrics.jsonl") == uninterrupted
+    checkpoint.load(summary["checkpoint"])  # the damaged checkpoint was written again, whole
+
+
+def test_no_readable_checkpoint_is_one_clear_error(char_run, runs, tmp_path):
+    directory, _ = runs("baseline")
+    shutil.copytree(directory, tmp_path / "run")
+    for step in ("step-0000006", "step-0000012"):
+        damage(tmp_path / "run/checkpoints" / step, "garbage-trainer", tmp_path)
+    with pytest.raises(checkpoint.CheckpointCorrupt) as caught:
+        train_tiny(char_run, tmp_path / "run")
+    message = str(caught.value)
+    assert message.startswith(f"no readable checkpoint in {tmp_path / 'run/checkpoints'}: ")
+    assert "step-0000012: trainer.pt does not read back" in message and "step-0000006: trainer.pt" in message
+    assert "weights_only" not in message and caught.value.__cause__ is None and caught.value.__context__ is None
+    # eval needs only the weights, which are intact; once they are gone too it fails in one line.
+    args = ["--tokens", char_run.tokens, "--tokenizer", char_run.tokenizer_json, "--batches", "1"]
+    assert cli("eval", str(tmp_path / "run"), *args).exit_code == 0
+    for step in ("step-0000006", "step-0000012"):
+        damage(tmp_path / "run/checkpoints" / step, "truncated-weights", tmp_path)
+    result = cli("eval", str(tmp_path / "run"), *args)
+    assert result.exit_code == 1 and "no readable checkpoint" in result.stderr and "model.safetensors" in result.stderr
+    assert "Traceback" not in result.output and "weights_only" not in result.output
 
 
 # --- the pipeline stages (last: the force re-run rewrites the shared run) -----------------------------------------

@@ -17,15 +17,18 @@ from tokenmill.train.model import GPT, GPTConfig
 
 
 def load_model(path: str, device: str = "cpu") -> tuple[GPT, dict[str, Any]]:
-    """A model from a checkpoint directory (or a training directory: its latest checkpoint)."""
-    resolved = checkpoint.latest(path) or path
-    if not os.path.exists(os.path.join(resolved, "meta.json")):
-        raise FileNotFoundError(f"{path}: no checkpoint here (expected meta.json or checkpoints/latest.json)")
-    meta = checkpoint.read_meta(resolved)
-    model = GPT(GPTConfig(**meta["model"]))
-    checkpoint.load_weights(resolved, model)
+    """A model from a checkpoint directory, or from a training directory: its newest checkpoint that reads back
+    (`checkpoint.load_newest`; the paths are relative to it, so any working directory will do)."""
+    if os.path.exists(os.path.join(path, "meta.json")):
+        loaded = checkpoint.load(path, trainer_state=False)
+    else:
+        loaded = checkpoint.load_newest(path, trainer_state=False)
+        if loaded is None:
+            raise FileNotFoundError(f"{path}: no checkpoint here (expected meta.json or checkpoints/step-*)")
+    model = GPT(GPTConfig(**loaded.meta["model"]))
+    model.load_state_dict(loaded.weights)
     model.to(device).eval()
-    return model, {**meta, "path": resolved}
+    return model, {**loaded.meta, "path": loaded.path}
 
 
 @torch.no_grad()

@@ -143,18 +143,19 @@ def setup(config: TrainConfig, tokens: str, tokenizer_json: str, out_dir: str) -
 
 
 def resume(run: Run) -> None:
-    """Continue from the output directory's latest checkpoint, if any: weights, optimizer, RNG state and step."""
-    path = checkpoint.latest(run.out_dir)
-    if not path:
+    """Continue from the output directory's newest checkpoint that reads back whole, if any (the one latest.json
+    names, else an older one with a warning): weights, optimizer, RNG state and step."""
+    loaded = checkpoint.load_newest(run.out_dir)
+    if loaded is None:
         return
-    checkpoint.check_compatible(path, run.meta["model"], run.tokenizer_sha256)
-    checkpoint.load_weights(path, run.model)
-    state = checkpoint.load_trainer_state(path)
+    checkpoint.check_compatible(loaded.path, run.meta["model"], run.tokenizer_sha256, loaded.meta)
+    run.model.load_state_dict(loaded.weights)
+    state = loaded.trainer
     run.optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and run.rt.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], run.rt.device)
-    run.start, run.last_good = state["step"], path
+    run.start, run.last_good = state["step"], loaded.path
 
 
 def prepare(run: Run) -> None:
