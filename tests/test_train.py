@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from click.testing import CliRunner
 from conftest_train import TINY, CharRun, losses, shared_char_run, train_tiny
 from hypothesis import given, settings
@@ -720,6 +721,91 @@ def test_no_readable_checkpoint_is_one_clear_error(char_run, runs, tmp_path):
     result = cli("eval", str(tmp_path / "run"), *args)
     assert result.exit_code == 1 and "no readable checkpoint" in result.stderr and "model.safetensors" in result.stderr
     assert "Traceback" not in result.output and "weights_only" not in result.output
+
+
+# --- hostile options and data -------------------------------------------------------------------------------------
+
+
+HOSTILE_OPTIONS = [
+    ("lr: .inf", "lr: Input should be a finite number"),
+    ("lr: .nan", "lr: Input should be a finite number"),
+    ("lr: -3.0e-3", "lr: Input should be greater than 0"),
+    ("min_lr: .nan", "min_lr: Input should be a finite number"),
+    ("min_lr: 0.1", "min_lr 0.1 is above lr 0.003"),
+    ("beta1: 1.5", "beta1: Input should be less than 1"),
+    ("beta2: 5", "beta2: Input should be less than 1"),
+    ("beta2: -0.9", "beta2: Input should be greater than or equal to 0"),
+    ("weight_decay: -0.1", "weight_decay: Input should be greater than or equal to 0"),
+    ("weight_decay: .inf", "weight_decay: Input should be a finite number"),
+    ("grad_clip: -1", "grad_clip: Input should be greater than or equal to 0"),
+    ("grad_clip: .inf", "grad_clip: Input should be a finite number"),
+    ("dropout: .nan", "dropout: Input should be less than 1"),
+    ("max_steps: yes", "max_steps: Value error, expected a number, got the boolean True"),
+    ("seed: -1", "seed: Input should be greater than or equal to 0"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), HOSTILE_OPTIONS, ids=[line for line, _ in HOSTILE_OPTIONS])
+def test_hostile_training_options_are_validation_errors(char_run, tmp_path, line, expected):
+    from pydantic import ValidationError
+
+    from tokenmill.train.stages import Train
+
+    config = tmp_path / "train.yaml"
+    paths = {"tokens": char_run.tokens, "tokenizer": char_run.tokenizer_json, "output": str(tmp_path / "out")}
+    config.write_text(yaml.safe_dump({**TINY, **paths}) + line + "\n")  # the line overrides TINY's value
+    result = cli("train", str(config))
+    assert result.exit_code == 1 and expected in result.stderr, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()  # refused before any work
+    key, value = line.split(": ")
+    with pytest.raises(ValidationError, match=key):  # the pipeline stage takes the same keys, and refuses the same
+        Train(**{**TINY, key: yaml.safe_load(value)})
+
+
+def tokens_with_validation(char_run: CharRun, tmp_path: Path, documents: list[list[int]]) -> str:
+    """A copy of the shared token shards whose validation split holds `documents` only, written the way
+    `tokenize` writes it (an Arrow stream of the same schema: no record batch at all for validation_fraction 0)."""
+    import pyarrow as pa
+
+    copy = tmp_path / "tokens"
+    shutil.copytree(char_run.tokens, copy)
+    (arrow,) = (copy / "validation").glob("data-*.arrow")
+    schema = pa.ipc.open_stream(pa.memory_map(str(arrow))).schema
+    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        if documents:
+            ids = pa.array(documents, type=schema.field("input_ids").type)
+            names = pa.array([f"doc-{i}" for i in range(len(documents))])
+            writer.write_batch(pa.record_batch([ids, names, pa.array(["text"] * len(documents))], schema=schema))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    tokens = sum(map(len, documents))
+    manifest["splits"]["validation"] = {"documents": len(documents), "tokens": tokens, "by_source": {}}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return str(copy)
+
+
+@pytest.mark.parametrize(
+    ("documents", "expected"),
+    [
+        ([], "holds no tokens: nothing to validate on (tokenize with a validation_fraction above 0)"),
+        ([[5] * 9 + [0]], "block_size 32 needs streams of at least 33 tokens; the longest has 10"),
+    ],
+    ids=["no-documents", "one-short-document"],
+)
+def test_empty_validation_split_is_named(char_run, runs, tmp_path, documents, expected):
+    import dataclasses
+
+    from tokenmill.train.data import EmptySplit
+
+    tokens = tokens_with_validation(char_run, tmp_path, documents)
+    with pytest.raises(EmptySplit) as caught:
+        train_tiny(dataclasses.replace(char_run, tokens=tokens), tmp_path / "run")
+    message = str(caught.value)
+    assert message.startswith(f"the validation split {os.path.join(tokens, 'validation')}")
+    assert message.endswith(expected) and "\n" not in message
+    assert isinstance(caught.value, ValueError) and not (tmp_path / "run").exists()
+    directory, _ = runs("baseline")
+    result = cli("eval", str(directory), "--tokens", tokens, "--tokenizer", char_run.tokenizer_json)
+    assert result.exit_code == 1 and "the validation split" in result.stderr and "Traceback" not in result.output
 
 
 # --- the pipeline stages (last: the force re-run rewrites the shared run) -----------------------------------------

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from tokenmill.tokenize.token_splits import check_tokenizer, open_split
+from tokenmill.tokenize.token_splits import check_tokenizer
 from tokenmill.train import checkpoint
 from tokenmill.train.config import TrainConfig
-from tokenmill.train.data import WindowSampler
+from tokenmill.train.data import open_windows
 from tokenmill.train.model import GPT, GPTConfig
 
 
@@ -39,7 +39,7 @@ def evaluate(checkpoint_path: str, tokens: str, tokenizer_json: str, batches: in
     if meta.get("tokenizer_sha256") not in (None, manifest["tokenizer_sha256"]):
         raise checkpoint.CheckpointMismatch(f"{meta['path']} was trained with another tokenizer than {tokens}")
     train_config = TrainConfig(**meta["train"])
-    sampler = WindowSampler(open_split(tokens, "validation"), model.config.block_size, train_config.seed)
+    sampler = open_windows(tokens, "validation", model.config.block_size, train_config.seed)
     tokenizer = Tokenizer.from_file(tokenizer_json)
     total_loss = total_tokens = total_bytes = 0.0
     for x, y in sampler.fixed(batches, train_config.batch_size):

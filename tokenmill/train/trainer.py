@@ -14,10 +14,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from tokenmill.tokenize.token_splits import check_tokenizer, open_split
+from tokenmill.tokenize.token_splits import check_tokenizer
 from tokenmill.train import checkpoint
 from tokenmill.train.config import TrainConfig
-from tokenmill.train.data import WindowSampler
+from tokenmill.train.data import WindowSampler, open_windows
 from tokenmill.train.model import GPT
 
 
@@ -129,8 +129,8 @@ def setup(config: TrainConfig, tokens: str, tokenizer_json: str, out_dir: str) -
     model = GPT(model_config).to(rt.device)
     model.gradient_checkpointing = config.gradient_checkpointing
     optimizer = make_optimizer(model, config, fused=rt.device.type == "cuda")
-    sampler = WindowSampler(open_split(tokens, "train"), model_config.block_size, config.seed)
-    validation = WindowSampler(open_split(tokens, "validation"), model_config.block_size, config.seed)
+    sampler = open_windows(tokens, "train", model_config.block_size, config.seed)
+    validation = open_windows(tokens, "validation", model_config.block_size, config.seed)
     # eval_batches counts global batches: the same validation windows whatever the split into ranks and micro-batches.
     eval_batches = validation.fixed(config.eval_batches * config.grad_accum * rt.world, config.batch_size)
     meta = {
