@@ -8,8 +8,9 @@ limits a step):
     reference   n_layer 4, n_head 4, n_embd 128, block 64, batch 12, vocab 65    (nanoGPT's CPU "baby GPT")
     6x384       n_layer 6, n_head 6, n_embd 384, block 256, batch 8, vocab 8192
 
-MFU = 6 * N * tokens/s / measured peak, where N counts every parameter once (the tied embedding included) and
-the attention score FLOPs are left out, the usual 6N estimate. On CPU the default is one thread
+MFU = F * tokens/s / measured peak, where F is the model's own count of training FLOPs per token,
+`GPT.flops_per_token()`: 6N (N counts every parameter once, the tied embedding included) plus the attention
+scores, 12 * n_layer * n_embd * block_size (PaLM's estimate, as nanoGPT's MFU). On CPU the default is one thread
 (torch.set_num_threads(1)) for per-core figures. Other processes on a busy machine take the core part of the
 time, so the CPU figures are given both per wall-clock second and per second of this process's CPU time (the
 peak and MFU use the latter); the load average and the CPU/wall ratio show how busy the machine was.
@@ -127,7 +128,7 @@ def train_speed(shape: Shape, device: torch.device, dtype: torch.dtype, steps: i
         "parameters": model.num_parameters(),
         "tokens_per_s": tokens / wall,
         "tokens_per_busy_s": tokens / busy,
-        "gflops": 6 * model.num_parameters() * tokens / busy / 1e9,
+        "gflops": model.flops_per_token() * tokens / busy / 1e9,
         "cpu_per_wall": cpu / wall,
     }
 

@@ -12,12 +12,14 @@ import errno
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from click.testing import CliRunner
 from conftest_train import TINY, CharRun, losses, shared_char_run, train_tiny
 from hypothesis import given, settings
@@ -157,6 +159,25 @@ def test_model_is_causal_and_checks_length():
         model(torch.zeros(1, 17, dtype=torch.long))
 
 
+def test_hf_mapping_comes_from_the_model_and_its_config():
+    """Export asks GPTConfig.hf_config and GPT.hf_state_dict; transformers builds exactly these tensors from it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = tiny_model(n_head=4)
+    hf = LlamaForCausalLM(LlamaConfig(**model.config.hf_config()))
+    ours = model.hf_state_dict()
+    theirs = {k: v for k, v in hf.state_dict().items() if k != "lm_head.weight"}  # tied to the embedding
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    assert hf.config.head_dim == model.config.head_dim == 8
+
+
+def test_flops_per_token_is_6n_plus_attention():
+    with torch.device("meta"):
+        model = GPT(GPTConfig(vocab_size=65, **PRESETS["tiny"]))
+    attention = 12 * 4 * 128 * 64  # n_layer x n_embd x block_size
+    assert model.flops_per_token() == 6 * model.num_parameters() + attention == 5_266_944
+
+
 def test_inconsistent_shapes_are_rejected():
     with pytest.raises(ValueError, match="not divisible by n_head"):
         GPTConfig(n_embd=30, n_head=4)
@@ -227,6 +248,11 @@ def test_weight_decay_only_on_linear_matrices():
     spared = {names[id(p)] for p in no_decay["params"]}
     assert decayed == {n for n, p in model.named_parameters() if n.endswith("proj.weight")}
     assert spared == {n for n, _ in model.named_parameters() if "norm" in n} | {"embed_tokens.weight"}
+    # The model decides by module type, not by parameter name: a linear layer under any name decays.
+    model.extra = torch.nn.Linear(32, 32, bias=False)
+    decay, no_decay = model.optimizer_groups(0.1)
+    assert any(p is model.extra.weight for p in decay["params"])
+    assert not any(p is model.extra.weight for p in no_decay["params"])
 
 
 def test_warmup_then_cosine_schedule():
@@ -560,6 +586,226 @@ def test_train_command_reports_config_errors(tmp_path):
     config.write_text("tokens: x\ntokenizer: t.json\noutput: out\nlearning_rate: 0.1\n")
     result = cli("train", str(config))
     assert result.exit_code == 1 and "learning_rate (line 4): unknown key; known: batch_size" in result.stderr
+
+
+# --- resuming from moved, incomplete and damaged training directories --------------------------------------------
+
+
+@pytest.fixture
+def count_steps(monkeypatch):
+    """How many optimizer steps train() runs (a resumed run runs only the rest)."""
+    import tokenmill.train.trainer as trainer_module
+
+    counted = []
+    real = trainer_module.optimisation_step
+    monkeypatch.setattr(trainer_module, "optimisation_step", lambda run, step: counted.append(step) or real(run, step))
+    return counted
+
+
+def test_moved_run_directory_resumes_from_its_own_checkpoint(char_run, runs, tmp_path, count_steps):
+    train_tiny(char_run, tmp_path / "first", stop_at=5)
+    pointer = json.loads((tmp_path / "first/checkpoints/latest.json").read_text())
+    assert pointer == {"step": 5, "path": "checkpoints/step-0000005"}  # relative to the training directory
+    shutil.move(tmp_path / "first", tmp_path / "moved")
+    count_steps.clear()
+    summary = train_tiny(char_run, tmp_path / "moved")
+    assert count_steps == list(range(5, 12))  # resumed at step 6, not retrained from scratch
+    assert summary["steps"] == 12 and summary["checkpoint"] == str(tmp_path / "moved/checkpoints/step-0000012")
+    assert losses(tmp_path / "moved/metrics.jsonl") == runs("baseline")[1]
+    # A copy whose latest.json is in the older, absolute form names the original's checkpoint: the copy's own is
+    # used (by name), never the other directory's.
+    shutil.copytree(tmp_path / "moved", tmp_path / "copy")
+    legacy = {"step": 12, "path": str(tmp_path / "moved/checkpoints/step-0000012")}
+    (tmp_path / "copy/checkpoints/latest.json").write_text(json.dumps(legacy))
+    assert checkpoint.latest(str(tmp_path / "copy")) == str(tmp_path / "copy/checkpoints/step-0000012")
+
+
+def test_eval_and_export_from_another_working_directory(char_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train_tiny(char_run, Path("run"), max_steps=3, eval_interval=3)  # a relative output directory
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for where in ("../run", str(tmp_path / "run")):
+        result = cli(
+            "eval", where, "--tokens", char_run.tokens, "--tokenizer", char_run.tokenizer_json, "--batches", "1"
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stderr)["step"] == 3
+    result = cli("export", "../run", "--tokenizer-dir", char_run.tokenizer_dir, "--output", "hf")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "elsewhere/hf/config.json").read_text())["tokenmill"]["step"] == 3
+
+
+def test_missing_latest_json_resumes_from_the_newest_checkpoint(char_run, runs, tmp_path, count_steps):
+    train_tiny(char_run, tmp_path, stop_at=9)  # checkpoints at 6 (evaluation) and 9 (stop)
+    (tmp_path / "checkpoints/latest.json").unlink()
+    count_steps.clear()
+    with pytest.warns(checkpoint.CheckpointWarning) as caught:
+        train_tiny(char_run, tmp_path)
+    message = str(caught[0].message)
+    assert "latest.json is missing" in message and message.endswith("checkpoints/step-0000009")
+    assert count_steps == [9, 10, 11]
+    assert losses(tmp_path / "metrics.jsonl") == runs("baseline")[1]
+
+
+class RunsShell:
+    """A pickled object that runs a shell command when unpickled without weights_only."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple:
+        return os.system, (self.command,)
+
+
+def damage(step_dir: Path, how: str, tmp_path: Path) -> str:
+    """Damage one checkpoint as a crash, a bad copy or an attacker would; returns the file it names."""
+    if how == "truncated-weights":
+        data = (step_dir / "model.safetensors").read_bytes()
+        (step_dir / "model.safetensors").write_bytes(data[: len(data) // 2])
+        return "model.safetensors"
+    if how == "truncated-trainer":
+        data = (step_dir / "trainer.pt").read_bytes()
+        (step_dir / "trainer.pt").write_bytes(data[: len(data) // 3])
+        return "trainer.pt"
+    if how == "garbage-trainer":  # torch's own error for this suggests weights_only=False
+        (step_dir / "trainer.pt").write_bytes(b"\x80\x04not a checkpoint" * 50)
+        return "trainer.pt"
+    if how == "hostile-trainer":
+        state = {"step": 12, "optimizer": {}, "torch_rng": RunsShell(f"touch {tmp_path / 'pwned'}")}
+        torch.save(state, step_dir / "trainer.pt")
+        return "trainer.pt"
+    assert how == "truncated-meta"
+    (step_dir / "meta.json").write_text((step_dir / "meta.json").read_text()[:40])
+    return "meta.json"
+
+
+DAMAGE = ["truncated-weights", "truncated-trainer", "garbage-trainer", "hostile-trainer", "truncated-meta"]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_good_one(char_run, runs, tmp_path, how, count_steps):
+    directory, uninterrupted = runs("baseline")
+    shutil.copytree(directory, tmp_path / "run")
+    bad = damage(tmp_path / "run/checkpoints/step-0000012", how, tmp_path)
+    count_steps.clear()
+    with pytest.warns(checkpoint.CheckpointWarning) as caught:
+        summary = train_tiny(char_run, tmp_path / "run")
+    assert [w.category for w in caught] == [checkpoint.CheckpointWarning]  # torch's own warnings are not passed on
+    message = str(caught[0].message)
+    assert f"step-0000012: {bad}" in message and message.endswith(
+        "using the newest complete checkpoint " + str(tmp_path / "run/checkpoints/step-0000006")
+    )
+    assert "weights_only" not in message and not (tmp_path / "pwned").exists()
+    assert count_steps == list(range(6, 12)) and summary["steps"] == 12
+    assert losses(tmp_path / "run/metrics.jsonl") == uninterrupted
+    checkpoint.load(summary["checkpoint"])  # the damaged checkpoint was written again, whole
+
+
+def test_no_readable_checkpoint_is_one_clear_error(char_run, runs, tmp_path):
+    directory, _ = runs("baseline")
+    shutil.copytree(directory, tmp_path / "run")
+    for step in ("step-0000006", "step-0000012"):
+        damage(tmp_path / "run/checkpoints" / step, "garbage-trainer", tmp_path)
+    with pytest.raises(checkpoint.CheckpointCorrupt) as caught:
+        train_tiny(char_run, tmp_path / "run")
+    message = str(caught.value)
+    assert message.startswith(f"no readable checkpoint in {tmp_path / 'run/checkpoints'}: ")
+    assert "step-0000012: trainer.pt does not read back" in message and "step-0000006: trainer.pt" in message
+    assert "weights_only" not in message and caught.value.__cause__ is None and caught.value.__context__ is None
+    # eval needs only the weights, which are intact; once they are gone too it fails in one line.
+    args = ["--tokens", char_run.tokens, "--tokenizer", char_run.tokenizer_json, "--batches", "1"]
+    assert cli("eval", str(tmp_path / "run"), *args).exit_code == 0
+    for step in ("step-0000006", "step-0000012"):
+        damage(tmp_path / "run/checkpoints" / step, "truncated-weights", tmp_path)
+    result = cli("eval", str(tmp_path / "run"), *args)
+    assert result.exit_code == 1 and "no readable checkpoint" in result.stderr and "model.safetensors" in result.stderr
+    assert "Traceback" not in result.output and "weights_only" not in result.output
+
+
+# --- hostile options and data -------------------------------------------------------------------------------------
+
+
+HOSTILE_OPTIONS = [
+    ("lr: .inf", "lr: Input should be a finite number"),
+    ("lr: .nan", "lr: Input should be a finite number"),
+    ("lr: -3.0e-3", "lr: Input should be greater than 0"),
+    ("min_lr: .nan", "min_lr: Input should be a finite number"),
+    ("min_lr: 0.1", "min_lr 0.1 is above lr 0.003"),
+    ("beta1: 1.5", "beta1: Input should be less than 1"),
+    ("beta2: 5", "beta2: Input should be less than 1"),
+    ("beta2: -0.9", "beta2: Input should be greater than or equal to 0"),
+    ("weight_decay: -0.1", "weight_decay: Input should be greater than or equal to 0"),
+    ("weight_decay: .inf", "weight_decay: Input should be a finite number"),
+    ("grad_clip: -1", "grad_clip: Input should be greater than or equal to 0"),
+    ("grad_clip: .inf", "grad_clip: Input should be a finite number"),
+    ("dropout: .nan", "dropout: Input should be less than 1"),
+    ("max_steps: yes", "max_steps: Value error, expected a number, got the boolean True"),
+    ("seed: -1", "seed: Input should be greater than or equal to 0"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), HOSTILE_OPTIONS, ids=[line for line, _ in HOSTILE_OPTIONS])
+def test_hostile_training_options_are_validation_errors(char_run, tmp_path, line, expected):
+    from pydantic import ValidationError
+
+    from tokenmill.train.stages import Train
+
+    config = tmp_path / "train.yaml"
+    paths = {"tokens": char_run.tokens, "tokenizer": char_run.tokenizer_json, "output": str(tmp_path / "out")}
+    config.write_text(yaml.safe_dump({**TINY, **paths}) + line + "\n")  # the line overrides TINY's value
+    result = cli("train", str(config))
+    assert result.exit_code == 1 and expected in result.stderr, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()  # refused before any work
+    key, value = line.split(": ")
+    with pytest.raises(ValidationError, match=key):  # the pipeline stage takes the same keys, and refuses the same
+        Train(**{**TINY, key: yaml.safe_load(value)})
+
+
+def tokens_with_validation(char_run: CharRun, tmp_path: Path, documents: list[list[int]]) -> str:
+    """A copy of the shared token shards whose validation split holds `documents` only, written the way
+    `tokenize` writes it (an Arrow stream of the same schema: no record batch at all for validation_fraction 0)."""
+    import pyarrow as pa
+
+    copy = tmp_path / "tokens"
+    shutil.copytree(char_run.tokens, copy)
+    (arrow,) = (copy / "validation").glob("data-*.arrow")
+    schema = pa.ipc.open_stream(pa.memory_map(str(arrow))).schema
+    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        if documents:
+            ids = pa.array(documents, type=schema.field("input_ids").type)
+            names = pa.array([f"doc-{i}" for i in range(len(documents))])
+            writer.write_batch(pa.record_batch([ids, names, pa.array(["text"] * len(documents))], schema=schema))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    tokens = sum(map(len, documents))
+    manifest["splits"]["validation"] = {"documents": len(documents), "tokens": tokens, "by_source": {}}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return str(copy)
+
+
+@pytest.mark.parametrize(
+    ("documents", "expected"),
+    [
+        ([], "holds no tokens: nothing to validate on (tokenize with a validation_fraction above 0)"),
+        ([[5] * 9 + [0]], "block_size 32 needs streams of at least 33 tokens; the longest has 10"),
+    ],
+    ids=["no-documents", "one-short-document"],
+)
+def test_empty_validation_split_is_named(char_run, runs, tmp_path, documents, expected):
+    import dataclasses
+
+    from tokenmill.train.data import EmptySplit
+
+    tokens = tokens_with_validation(char_run, tmp_path, documents)
+    with pytest.raises(EmptySplit) as caught:
+        train_tiny(dataclasses.replace(char_run, tokens=tokens), tmp_path / "run")
+    message = str(caught.value)
+    assert message.startswith(f"the validation split {os.path.join(tokens, 'validation')}")
+    assert message.endswith(expected) and "\n" not in message
+    assert isinstance(caught.value, ValueError) and not (tmp_path / "run").exists()
+    directory, _ = runs("baseline")
+    result = cli("eval", str(directory), "--tokens", tokens, "--tokenizer", char_run.tokenizer_json)
+    assert result.exit_code == 1 and "the validation split" in result.stderr and "Traceback" not in result.output
 
 
 # --- the pipeline stages (last: the force re-run rewrites the shared run) -----------------------------------------

@@ -8,21 +8,30 @@ the same data.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
-from tokenmill.tokenize.token_splits import TokenSplit
+from tokenmill.tokenize.token_splits import TokenSplit, open_split
+
+
+class EmptySplit(ValueError):
+    """A token split with no window of `block_size + 1` tokens: no tokens at all, or only shorter streams."""
 
 
 class WindowSampler:
     """Uniform over every window start position of every stream long enough to hold a window."""
 
-    def __init__(self, split: TokenSplit, block_size: int, seed: int) -> None:
+    def __init__(self, split: TokenSplit, block_size: int, seed: int, name: str = "the split") -> None:
         self.streams = [a for a in split.arrays if len(a) > block_size]
         if not self.streams:
-            longest = max((len(a) for a in split.arrays), default=0)
-            raise ValueError(
-                f"block_size {block_size} needs streams of at least {block_size + 1} tokens; the longest has {longest}"
+            if not split.arrays:
+                raise EmptySplit(f"{name} holds no tokens")
+            longest = max(len(a) for a in split.arrays)
+            raise EmptySplit(
+                f"{name}: block_size {block_size} needs streams of at least {block_size + 1} tokens; "
+                f"the longest has {longest}"
             )
         self.block_size = block_size
         self.seed = seed
@@ -56,3 +65,15 @@ class WindowSampler:
         rows = self.windows((2**31 - 1,), batches * batch_size)
         data = torch.from_numpy(rows)
         return [(chunk[:, :-1], chunk[:, 1:]) for chunk in data.split(batch_size)]
+
+
+def open_windows(tokens: str, split: str, block_size: int, seed: int) -> WindowSampler:
+    """The windows of `split` ("train" or "validation") of a `tokenize` output directory; EmptySplit names the
+    split's directory when it has none."""
+    name = f"the {split} split {os.path.join(tokens, split)}"
+    try:
+        return WindowSampler(open_split(tokens, split), block_size, seed, name)
+    except EmptySplit as exc:
+        if split == "validation" and str(exc).endswith("holds no tokens"):
+            raise EmptySplit(f"{exc}: nothing to validate on (tokenize with a validation_fraction above 0)") from None
+        raise

@@ -9,23 +9,26 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from tokenmill.tokenize.token_splits import check_tokenizer, open_split
+from tokenmill.tokenize.token_splits import check_tokenizer
 from tokenmill.train import checkpoint
 from tokenmill.train.config import TrainConfig
-from tokenmill.train.data import WindowSampler
+from tokenmill.train.data import open_windows
 from tokenmill.train.model import GPT, GPTConfig
 
 
 def load_model(path: str, device: str = "cpu") -> tuple[GPT, dict[str, Any]]:
-    """A model from a checkpoint directory (or a training directory: its latest checkpoint)."""
-    resolved = checkpoint.latest(path) or path
-    if not os.path.exists(os.path.join(resolved, "meta.json")):
-        raise FileNotFoundError(f"{path}: no checkpoint here (expected meta.json or checkpoints/latest.json)")
-    meta = checkpoint.read_meta(resolved)
-    model = GPT(GPTConfig(**meta["model"]))
-    checkpoint.load_weights(resolved, model)
+    """A model from a checkpoint directory, or from a training directory: its newest checkpoint that reads back
+    (`checkpoint.load_newest`; the paths are relative to it, so any working directory will do)."""
+    if os.path.exists(os.path.join(path, "meta.json")):
+        loaded = checkpoint.load(path, trainer_state=False)
+    else:
+        loaded = checkpoint.load_newest(path, trainer_state=False)
+        if loaded is None:
+            raise FileNotFoundError(f"{path}: no checkpoint here (expected meta.json or checkpoints/step-*)")
+    model = GPT(GPTConfig(**loaded.meta["model"]))
+    model.load_state_dict(loaded.weights)
     model.to(device).eval()
-    return model, {**meta, "path": resolved}
+    return model, {**loaded.meta, "path": loaded.path}
 
 
 @torch.no_grad()
@@ -36,7 +39,7 @@ def evaluate(checkpoint_path: str, tokens: str, tokenizer_json: str, batches: in
     if meta.get("tokenizer_sha256") not in (None, manifest["tokenizer_sha256"]):
         raise checkpoint.CheckpointMismatch(f"{meta['path']} was trained with another tokenizer than {tokens}")
     train_config = TrainConfig(**meta["train"])
-    sampler = WindowSampler(open_split(tokens, "validation"), model.config.block_size, train_config.seed)
+    sampler = open_windows(tokens, "validation", model.config.block_size, train_config.seed)
     tokenizer = Tokenizer.from_file(tokenizer_json)
     total_loss = total_tokens = total_bytes = 0.0
     for x, y in sampler.fixed(batches, train_config.batch_size):

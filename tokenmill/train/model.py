@@ -16,7 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from tokenmill.train.config import PRESETS, GPTConfig
 
-__all__ = ["GPT", "PRESETS", "GPTConfig", "rotary_tables", "rotate"]
+__all__ = ["GPT", "PRESETS", "GPTConfig", "Rotary", "rotary_tables", "rotate"]
 
 
 class RMSNorm(nn.Module):
@@ -46,19 +46,34 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + rotated * sin
 
 
+class Rotary(nn.Module):
+    """The attention layers' positions: cos and sin tables for `block_size` positions, computed once and shared by
+    every layer (`positions(length)` is what `Block` passes through to `Attention` untouched)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        cos, sin = rotary_tables(config.head_dim, config.block_size, config.rope_theta)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cos[:length], self.sin[:length]
+
+
 class Attention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.n_head = config.n_head
-        self.head_dim = config.n_embd // config.n_head
+        self.head_dim = config.head_dim
         self.q_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.k_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.v_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.o_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         batch, length, width = x.shape
+        cos, sin = positions
         shape = (batch, length, self.n_head, self.head_dim)
         q = self.q_proj(x).view(shape).transpose(1, 2)
         k = self.k_proj(x).view(shape).transpose(1, 2)
@@ -89,8 +104,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.self_attn(self.input_layernorm(x), cos, sin))
+    def forward(self, x: torch.Tensor, positions: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x = x + self.dropout(self.self_attn(self.input_layernorm(x), positions))
         return x + self.dropout(self.mlp(self.post_attention_layernorm(x)))
 
 
@@ -102,9 +117,7 @@ class GPT(nn.Module):
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.n_embd, config.norm_eps)
         self.gradient_checkpointing = False
-        cos, sin = rotary_tables(config.n_embd // config.n_head, config.block_size, config.rope_theta)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
+        self.rotary = Rotary(config)
         self.apply(self._init_weights)
         for name, parameter in self.named_parameters():  # GPT-2's scaled init of residual projections
             if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -114,6 +127,16 @@ class GPT(nn.Module):
     def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW parameter groups: decoupled weight decay on the weight matrices of linear layers only, by module
+        type — never on norm gains, nor on the (tied) embedding."""
+        linear = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)}
+        parameters = list(self.parameters())
+        return [
+            {"params": [p for p in parameters if id(p) in linear], "weight_decay": weight_decay},
+            {"params": [p for p in parameters if id(p) not in linear], "weight_decay": 0.0},
+        ]
 
     def num_parameters(self) -> int:
         """Parameters, counting the tied embedding once."""
@@ -126,12 +149,12 @@ class GPT(nn.Module):
         if length > self.config.block_size:
             raise ValueError(f"sequence of {length} tokens exceeds block_size {self.config.block_size}")
         x = self.embed_tokens(idx)
-        cos, sin = self.cos[:length], self.sin[:length]
+        positions = self.rotary(length)
         for block in self.layers:
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+                x = checkpoint(block, x, positions, use_reentrant=False)
             else:
-                x = block(x, cos, sin)
+                x = block(x, positions)
         logits = F.linear(self.norm(x), self.embed_tokens.weight)  # tied output embedding
         if targets is None:
             return logits, None
@@ -139,6 +162,13 @@ class GPT(nn.Module):
         return logits, loss
 
     def flops_per_token(self) -> int:
-        """Training FLOPs per token: 6 * parameters + attention (PaLM appendix B / nanoGPT's estimate)."""
+        """Training FLOPs per token of a `block_size` window: 6 per parameter (forward and backward matmuls) plus
+        the attention scores and their weighted sum, 12 * n_layer * n_head * head_dim * block_size (PaLM's
+        appendix B, as nanoGPT estimates MFU)."""
         c = self.config
-        return 6 * self.num_parameters() + 12 * c.n_layer * c.n_embd * c.block_size
+        return 6 * self.num_parameters() + 12 * c.n_layer * c.n_head * c.head_dim * c.block_size
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights under Hugging Face Llama's names (`GPTConfig.hf_config` is the matching config): the module
+        names are Llama's already, only the `model.` prefix differs; the tied output layer is not stored."""
+        return {f"model.{name}": tensor.contiguous() for name, tensor in self.state_dict().items()}

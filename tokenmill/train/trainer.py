@@ -14,10 +14,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from tokenmill.tokenize.token_splits import check_tokenizer, open_split
+from tokenmill.tokenize.token_splits import check_tokenizer
 from tokenmill.train import checkpoint
 from tokenmill.train.config import TrainConfig
-from tokenmill.train.data import WindowSampler
+from tokenmill.train.data import WindowSampler, open_windows
 from tokenmill.train.model import GPT
 
 
@@ -70,10 +70,8 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 def make_optimizer(model: GPT, config: TrainConfig, fused: bool) -> torch.optim.AdamW:
-    """Decoupled weight decay on matrices of linear layers only: not on norms, not on embeddings."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed_tokens" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed_tokens" not in n)]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW over the model's parameter groups (it decides what decays: `GPT.optimizer_groups`)."""
+    groups = model.optimizer_groups(config.weight_decay)
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), fused=fused or None)
 
 
@@ -93,14 +91,35 @@ def evaluate_loss(model: torch.nn.Module, batches: list, rt: Runtime) -> float:
     return (total[0] / total[1]).item()
 
 
-def train(
-    config: TrainConfig, tokens: str, tokenizer_json: str, out_dir: str, stop_at: int | None = None
-) -> dict[str, Any]:
-    """Train (resuming from `out_dir`'s latest checkpoint when there is one); returns a summary.
+@dataclass
+class Run:
+    """One training run's state: made by `setup`, moved on by `resume` and `optimisation_step`."""
 
-    `stop_at` ends the run early after that step with a checkpoint (a time-boxed job); running again with the
-    same configuration continues exactly where it stopped.
-    """
+    config: TrainConfig
+    rt: Runtime
+    model: GPT
+    optimizer: torch.optim.AdamW
+    sampler: WindowSampler
+    eval_batches: list
+    meta: dict[str, Any]
+    out_dir: str
+    tokenizer_sha256: str
+    net: torch.nn.Module | None = None  # what forward and backward go through: the model, compiled and/or in DDP
+    start: int = 0  # the first step to run (the resumed checkpoint's step)
+    last_good: str | None = None  # the newest checkpoint on disk, named when the loss diverges
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.out_dir, "metrics.jsonl")
+
+    @property
+    def tokens_per_step(self) -> int:
+        c = self.config
+        return c.batch_size * c.grad_accum * self.model.config.block_size * self.rt.world
+
+
+def setup(config: TrainConfig, tokens: str, tokenizer_json: str, out_dir: str) -> Run:
+    """Runtime, model (initialised from `seed`), optimizer, training and validation batches, checkpoint metadata."""
     if config.threads:
         torch.set_num_threads(config.threads)
     rt = runtime(config)
@@ -110,8 +129,8 @@ def train(
     model = GPT(model_config).to(rt.device)
     model.gradient_checkpointing = config.gradient_checkpointing
     optimizer = make_optimizer(model, config, fused=rt.device.type == "cuda")
-    sampler = WindowSampler(open_split(tokens, "train"), model_config.block_size, config.seed)
-    validation = WindowSampler(open_split(tokens, "validation"), model_config.block_size, config.seed)
+    sampler = open_windows(tokens, "train", model_config.block_size, config.seed)
+    validation = open_windows(tokens, "validation", model_config.block_size, config.seed)
     # eval_batches counts global batches: the same validation windows whatever the split into ranks and micro-batches.
     eval_batches = validation.fixed(config.eval_batches * config.grad_accum * rt.world, config.batch_size)
     meta = {
@@ -120,86 +139,145 @@ def train(
         "tokenizer_sha256": manifest["tokenizer_sha256"],
         "tokens": manifest["path"],
     }
-    start = 0
-    resume_from = checkpoint.latest(out_dir)
-    if resume_from:
-        checkpoint.check_compatible(resume_from, model_config.to_dict(), manifest["tokenizer_sha256"])
-        checkpoint.load_weights(resume_from, model)
-        state = checkpoint.load_trainer_state(resume_from)
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and rt.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], rt.device)
-        start = state["step"]
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    if rt.main:
-        os.makedirs(out_dir, exist_ok=True)
-        _truncate_metrics(metrics_path, start)
-    net: torch.nn.Module = model
-    if config.compile:
+    return Run(config, rt, model, optimizer, sampler, eval_batches, meta, out_dir, manifest["tokenizer_sha256"])
+
+
+def resume(run: Run) -> None:
+    """Continue from the output directory's newest checkpoint that reads back whole, if any (the one latest.json
+    names, else an older one with a warning): weights, optimizer, RNG state and step."""
+    loaded = checkpoint.load_newest(run.out_dir)
+    if loaded is None:
+        return
+    checkpoint.check_compatible(loaded.path, run.meta["model"], run.tokenizer_sha256, loaded.meta)
+    run.model.load_state_dict(loaded.weights)
+    state = loaded.trainer
+    run.optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and run.rt.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], run.rt.device)
+    run.start, run.last_good = state["step"], loaded.path
+
+
+def prepare(run: Run) -> None:
+    """Create the output directory, drop metrics written after the resumed checkpoint, then compile and wrap the
+    model for DDP."""
+    if run.rt.main:
+        os.makedirs(run.out_dir, exist_ok=True)
+        _truncate_metrics(run.metrics_path, run.start)
+    net: torch.nn.Module = run.model
+    if run.config.compile:
         net = torch.compile(net)
+    if run.rt.world > 1:
+        device_ids = [run.rt.device.index] if run.rt.device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+    run.net = net
+
+
+def optimisation_step(run: Run, step: int) -> float:
+    """One optimizer step (0-based `step`): schedule, accumulated micro-batches, divergence check, clipping,
+    AdamW. Returns the step's loss (the mean over ranks)."""
+    config, rt, optimizer = run.config, run.rt, run.optimizer
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(step, config)
+    total = torch.zeros((), device=rt.device)
+    for micro in range(config.grad_accum):
+        x, y = run.sampler.batch(step, micro, config.batch_size, rt.rank, rt.world, config.grad_accum)
+        sync = micro == config.grad_accum - 1 or rt.world == 1  # DDP all-reduces gradients only on the last one
+        with contextlib.nullcontext() if sync else run.net.no_sync(), rt.autocast():
+            loss = run.net(x.to(rt.device), y.to(rt.device))[1] / config.grad_accum
+        loss.backward()
+        total += loss.detach()
     if rt.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
-        )
-    tokens_per_step = config.batch_size * config.grad_accum * model_config.block_size * rt.world
-    last_good = resume_from
-    tick = time.perf_counter()
-    loss_value = float("nan")
-    done = start
-    for step in range(start, config.max_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
-        total = torch.zeros((), device=rt.device)
-        for micro in range(config.grad_accum):
-            x, y = sampler.batch(step, micro, config.batch_size, rt.rank, rt.world, config.grad_accum)
-            sync = micro == config.grad_accum - 1 or rt.world == 1
-            with contextlib.nullcontext() if sync else net.no_sync(), rt.autocast():
-                loss = net(x.to(rt.device), y.to(rt.device))[1] / config.grad_accum
-            loss.backward()
-            total += loss.detach()
-        if rt.world > 1:
-            dist.all_reduce(total, op=dist.ReduceOp.AVG)
-        loss_value = total.item()
-        if not math.isfinite(loss_value):
-            optimizer.zero_grad(set_to_none=True)
-            raise TrainingDiverged(
-                f"loss became {loss_value} at step {step + 1}; stopped. Last good checkpoint: {last_good or 'none'} "
-                "(lower lr, raise warmup_steps or enable grad_clip)"
-            )
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        dist.all_reduce(total, op=dist.ReduceOp.AVG)
+    loss_value = total.item()
+    if not math.isfinite(loss_value):
         optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        record: dict[str, Any] = {"step": done, "loss": round(loss_value, 6), "lr": optimizer.param_groups[0]["lr"]}
-        if done % config.log_interval == 0 or done == config.max_steps:
-            elapsed = time.perf_counter() - tick
-            record["tokens_per_s"] = round(tokens_per_step * config.log_interval / max(elapsed, 1e-9), 1)
-            tick = time.perf_counter()
-        if done % config.eval_interval == 0 or done == config.max_steps:
-            record["val_loss"] = round(evaluate_loss(model, eval_batches, rt), 6)
-        if rt.main and ("val_loss" in record or done == stop_at):
-            last_good = checkpoint.save(out_dir, done, model, optimizer, meta, config.keep_checkpoints)
-        if rt.main:
-            with open(metrics_path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        if done == stop_at:
-            break
-    if rt.main:
-        plot_curve(metrics_path, os.path.join(out_dir, "loss.png"))
+        raise TrainingDiverged(
+            f"loss became {loss_value} at step {step + 1}; stopped. Last good checkpoint: {run.last_good or 'none'} "
+            "(lower lr, raise warmup_steps or enable grad_clip)"
+        )
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_value
+
+
+class Throughput:
+    """Tokens per second since the previous reading."""
+
+    def __init__(self, tokens_per_step: int) -> None:
+        self.tokens_per_step = tokens_per_step
+        self.tick = time.perf_counter()
+
+    def read(self, steps: int) -> float:
+        elapsed, self.tick = time.perf_counter() - self.tick, time.perf_counter()
+        return round(self.tokens_per_step * steps / max(elapsed, 1e-9), 1)
+
+
+def save_checkpoint(run: Run, step: int) -> None:
+    """Rank 0 writes checkpoint `step` (the others hold the same state)."""
+    if run.rt.main:
+        run.last_good = checkpoint.save(
+            run.out_dir, step, run.model, run.optimizer, run.meta, run.config.keep_checkpoints
+        )
+
+
+def log(run: Run, record: dict[str, Any]) -> None:
+    """Append one step's record to metrics.jsonl (rank 0)."""
+    if run.rt.main:
+        with open(run.metrics_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def finish(run: Run, done: int, loss_value: float) -> dict[str, Any]:
+    """Draw the loss curve and summarise the run; under DDP, wait for every rank."""
+    config = run.config
+    if run.rt.main:
+        plot_curve(run.metrics_path, os.path.join(run.out_dir, "loss.png"))
+    trained = run.start < config.max_steps
     summary = {
-        "path": os.path.abspath(out_dir),
-        "checkpoint": checkpoint.latest(out_dir),
-        "parameters": model.num_parameters(),
-        "steps": done if start < config.max_steps else start,
-        "final_train_loss": round(loss_value, 4) if start < config.max_steps else None,
-        "final_val_loss": _last_val_loss(metrics_path),
-        "tokenizer_sha256": manifest["tokenizer_sha256"],
+        "path": os.path.abspath(run.out_dir),
+        "checkpoint": checkpoint.latest(run.out_dir),
+        "parameters": run.model.num_parameters(),
+        "steps": done,
+        "final_train_loss": round(loss_value, 4) if trained else None,
+        "final_val_loss": _last_val_loss(run.metrics_path),
+        "tokenizer_sha256": run.tokenizer_sha256,
     }
-    if rt.world > 1:
+    if run.rt.world > 1:
         dist.barrier()
     return summary
+
+
+def train(
+    config: TrainConfig, tokens: str, tokenizer_json: str, out_dir: str, stop_at: int | None = None
+) -> dict[str, Any]:
+    """Train (resuming from `out_dir`'s latest checkpoint when there is one); returns a summary.
+
+    `stop_at` ends the run early after that step with a checkpoint (a time-boxed job); running again with the
+    same configuration continues exactly where it stopped.
+    """
+    run = setup(config, tokens, tokenizer_json, out_dir)
+    resume(run)
+    prepare(run)
+    throughput = Throughput(run.tokens_per_step)
+    loss_value, done = float("nan"), run.start
+    for step in range(run.start, config.max_steps):
+        loss_value = optimisation_step(run, step)
+        done = step + 1
+        last = done == config.max_steps
+        record: dict[str, Any] = {"step": done, "loss": round(loss_value, 6), "lr": run.optimizer.param_groups[0]["lr"]}
+        if done % config.log_interval == 0 or last:
+            record["tokens_per_s"] = throughput.read(config.log_interval)
+        if done % config.eval_interval == 0 or last:
+            record["val_loss"] = round(evaluate_loss(run.model, run.eval_batches, run.rt), 6)
+        if "val_loss" in record or done == stop_at:
+            save_checkpoint(run, done)
+        log(run, record)
+        if done == stop_at:
+            break
+    return finish(run, done, loss_value)
 
 
 def _truncate_metrics(path: str, step: int) -> None:
