@@ -75,7 +75,10 @@ def train(config_file: str, stop_at: int | None) -> None:
     missing = [key for key in keys if key not in paths]
     if missing:
         _fail(ValueError(f"{config_file}: missing key {', '.join(map(repr, missing))}"))
-    summary = run_training(config, paths["tokens"], paths["tokenizer"], paths["output"], stop_at=stop_at)
+    try:
+        summary = run_training(config, paths["tokens"], paths["tokenizer"], paths["output"], stop_at=stop_at)
+    except (ValueError, FileNotFoundError) as exc:  # empty split, unreadable checkpoint, mismatch: one line
+        _fail(exc)
     if int(os.environ.get("RANK", "0")) == 0:
         console.print_json(json.dumps(summary))
 
