@@ -185,10 +185,6 @@ class UrlBlocklist:
         self._block = _TokenIndex(block.patterns, frequency)
         self._allow = _TokenIndex(allow.patterns, frequency)
 
-    @property
-    def n_rules(self) -> int:
-        return len(self.blocked_domains) + len(self.allowed_domains) + self._block.size + self._allow.size
-
     def match(self, url: str) -> str | None:
         lowered = url.lower()
         tokens = set(_TOKEN.findall(lowered))

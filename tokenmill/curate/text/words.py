@@ -22,91 +22,47 @@ from typing import Generic, TypeVar
 
 import regex
 
+from tokenmill.curate.text.char_classes import (
+    ALPHA,
+    ASCII_PUNCTUATION,
+    CURRENCY,
+    HYPHENS,
+    LOWER,
+    PUNCT,
+    PUNCTUATION_WORD,
+    QUOTES,
+    SYMBOL,
+    UNITS,
+    UPPER,
+    escaped,
+    spaced,
+)
+
 T = TypeVar("T")
 
 LONG_CHUNK = 2000
 _LONG_CHUNK_PIECES = regex.compile(r"\w+|\S")
 
-# Characters datatrove counts as punctuation (its PUNCTUATION_SET): ASCII punctuation, common CJK and typographic
-# marks, C0/C1 control characters other than tab and newline, and Unicode's sentence terminators as of the table
-# datatrove copied (three Khmer signs more, sixteen recent ones fewer).
-_ASCII_PUNCTUATION = string.punctuation + "".join(map(chr, [*range(0, 9), *range(11, 32), 127]))
-_PUNCTUATION_WORD = regex.compile(
-    "[[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\u17d6\\u17d9\\u17da"
-    + regex.escape(string.punctuation + "«´»–—’“”„…∶━►、。〈〉《》「」【】！％（），．１：；？～", special_only=False)
-    + r"][\p{Sentence_Terminal}--[\u1B4E\u1B4F\u1B7F\u2024\u2CF9-\u2CFB\u2E60\u2E61\uFE12\uFE15\uFE16"
-    + r"\U000113D4\U000113D5\U00016D6E\U00016D6F]]]+",
-    regex.V1,
-)
-
-
-def _spaced(words: str) -> list[str]:
-    return words.split()
-
-
-# Character classes of spaCy's English rules (spacy/lang/char_classes.py): cased Latin, Greek and Cyrillic
-# letters (Latin from Unicode properties, the others as spaCy lists them) and whole blocks of uncased scripts
-# (Ethiopic, Bengali, Hebrew, Arabic, Sinhala, Devanagari, Kannada, Tamil, Telugu, Hangul, kana, CJK).
-_UNCASED = (
-    r"\u1200-\u137F\u0980-\u09FF\u0591-\u05F4\uFB1D-\uFB4F\u0620-\u064A\u066E-\u06D5\u06E5-\u06FF\u0750-\u077F"
-    r"\u08A0-\u08BD\uFB50-\uFBB1\uFBD3-\uFD3D\uFD50-\uFDC7\uFDF0-\uFDFB\uFE70-\uFEFC\U0001EE00-\U0001EEBB\u0D80-\u0DFF"
-    r"\u0900-\u097F\u0C80-\u0CFF\u0B80-\u0BFF\u0C00-\u0C7F\uAC00-\uD7AF\u1100-\u11FF\u3040-\u30FF\u4E00-\u9FFF"
-    r"\u3400-\u4DBF\U00020000-\U0002EBEF\u2E80-\u2FDF\u2FF0-\u303F\u31C0-\u31EF\u3200-\u33FF\uF900-\uFAFF"
-    r"\uFE30-\uFE4F\U0001F200-\U0001F2FF\U0002F800-\U0002FA1F"
-)
-_GREEK_CYRILLIC_LOWER = "α-ωάέίόώήύёа-яәөүҗңһіїєґѓѕјљњќѐѝ"
-_GREEK_CYRILLIC_UPPER = "Α-ΩΆΈΊΌΏΉΎЁА-ЯӘӨҮҖҢҺІЇЄҐЃЅЈЉЊЌЀЍ"
-_LOWER = r"[\p{Latin}&&\p{Ll}]" + _GREEK_CYRILLIC_LOWER + _UNCASED
-_UPPER = r"[\p{Latin}&&\p{Lu}]" + _GREEK_CYRILLIC_UPPER + _UNCASED
-_ALPHA = r"[\p{Latin}&&[\p{Ll}\p{Lu}\p{Lt}]]" + _GREEK_CYRILLIC_LOWER + _GREEK_CYRILLIC_UPPER + _UNCASED
-_QUOTES = "'\"”“`‘´’‚,„»«「」『』（）〔〕【】《》〈〉〈〉⟦⟧"
-_PUNCT = "…,:;!?¿؟¡()[]{}<>_#*&。？！，、；：～·।،۔؛٪"
-_CURRENCY = "$£€¥฿₽﷼₴₠₡₢₣₤₥₦₧₨₩₪₫₭₮₯₰₱₲₳₵₶₷₸₹₺₻₼₾₿"
-_UNITS = _spaced(
-    "km km² km³ m m² m³ dm dm² dm³ cm cm² cm³ mm mm² mm³ ha µm nm yd in ft kg g mg µg t lb oz m/s km/h kmh mph "
-    "hPa Pa mbar mb MB kb KB gb GB tb TB T G M K % км км² км³ м м² м³ дм дм² дм³ см см² см³ мм мм² мм³ нм кг г мг "
-    "м/с км/ч кПа Па мбар Кб КБ кб Мб МБ мб Гб ГБ гб Тб ТБ тбكم كم² كم³ م م² م³ سم سم² سم³ مم مم² مم³ غرام جرام جم "
-    "كغ ملغ كوب اكواب"
-)
-_HYPHENS = ["-", "–", "—", "--", "---", "——", "~"]
-# Symbols (`So`) that Unicode added after spaCy's symbol table was drawn up, mostly recent emoji: not symbols here.
-_NEWER_SYMBOLS = (
-    r"\u166D\u2427-\u2429\u2B96\u2B97\u2BC9\u2BFF\u2E50\u2E51\u2FFC-\u2FFF\u31E4-\u31EF\u32FF\uFBC3-\uFDCF\uFDFE"
-    r"\uFDFF\U0001019C\U00010ED1-\U00010ED8\U00011FD5-\U00011FF1\U0001CC00-\U0001CFC3\U0001D1E9-\U0001D1FF"
-    r"\U0001D253-\U0001D27F\U0001E14F\U0001ED2E\U0001F10D-\U0001F10F\U0001F16C-\U0001F16F\U0001F1AD\U0001F1AE"
-    r"\U0001F6D5-\U0001F6DF\U0001F6FA-\U0001F6FC\U0001F774-\U0001F77F\U0001F7D9-\U0001F7FF\U0001F8B0-\U0001F8C1"
-    r"\U0001F90C-\U0001F90F\U0001F93F\U0001F971\U0001F972\U0001F977-\U0001F979\U0001F97B\U0001F9A3-\U0001F9AF"
-    r"\U0001F9BA-\U0001F9BF\U0001F9C3-\U0001F9CF\U0001FA00-\U0001FA57\U0001FA70-\U0001FBFA"
-)
-_SYMBOL = rf"[\p{{So}}--[{_NEWER_SYMBOLS}]]"
-
-
-def _escaped(items: str | list[str]) -> str:
-    if isinstance(items, str):
-        return regex.escape(items, special_only=False)
-    return "|".join(regex.escape(item, special_only=False) for item in items)
-
-
 _PREFIX = regex.compile(
-    rf"[§%=—–{_escaped(_PUNCT + _QUOTES + _CURRENCY)}]|\+(?![0-9])|\.\.+|US\$|C\$|A\$|{_SYMBOL}", regex.V1
+    rf"[§%=—–{escaped(PUNCT + QUOTES + CURRENCY)}]|\+(?![0-9])|\.\.+|US\$|C\$|A\$|{SYMBOL}", regex.V1
 )
 # One alternation anchored at the end: the earliest-starting match wins, as with spaCy's suffix search.
 _SUFFIX = regex.compile(
-    rf"(?:……|[{_escaped(_PUNCT + _QUOTES)}—–]|\.\.+|{_SYMBOL}|['’][sS]"
+    rf"(?:……|[{escaped(PUNCT + QUOTES)}—–]|\.\.+|{SYMBOL}|['’][sS]"
     r"|(?<=[0-9])\+|(?<=°[FfCcKk])\."
-    rf"|(?<=[0-9])(?:{_escaped(['US$', 'C$', 'A$', *_CURRENCY])})"
-    rf"|(?<=[0-9])(?:{_escaped(_UNITS)})"
-    rf"|(?<=[0-9{_LOWER}%²\-+|(?:{_escaped(_PUNCT + _QUOTES)}])\."
-    rf"|(?<=[{_UPPER}][{_UPPER}])\.)$",
+    rf"|(?<=[0-9])(?:{escaped(['US$', 'C$', 'A$', *CURRENCY])})"
+    rf"|(?<=[0-9])(?:{escaped(UNITS)})"
+    rf"|(?<=[0-9{LOWER}%²\-+|(?:{escaped(PUNCT + QUOTES)}])\."
+    rf"|(?<=[{UPPER}][{UPPER}])\.)$",
     regex.V1,  # sets nest (`[\p{Latin}&&\p{Ll}]`) inside the classes
 )
 _INFIX = regex.compile(
-    rf"\.\.+|…|{_SYMBOL}"
+    rf"\.\.+|…|{SYMBOL}"
     r"|(?<=[0-9])[+\-*^](?=[0-9-])"
-    rf"|(?<=[{_LOWER}{_escaped(_QUOTES)}])\.(?=[{_UPPER}{_escaped(_QUOTES)}])"
-    rf"|(?<=[{_ALPHA}]),(?=[{_ALPHA}])"
-    rf"|(?<=[{_ALPHA}0-9])(?:{_escaped(_HYPHENS)})(?=[{_ALPHA}])"
-    rf"|(?<=[{_ALPHA}0-9])[:<>=/](?=[{_ALPHA}])",
+    rf"|(?<=[{LOWER}{escaped(QUOTES)}])\.(?=[{UPPER}{escaped(QUOTES)}])"
+    rf"|(?<=[{ALPHA}]),(?=[{ALPHA}])"
+    rf"|(?<=[{ALPHA}0-9])(?:{escaped(HYPHENS)})(?=[{ALPHA}])"
+    rf"|(?<=[{ALPHA}0-9])[:<>=/](?=[{ALPHA}])",
     regex.V1,
 )
 # A URL or e-mail address: optional scheme and user, a dotted host with a lower-case TLD (or an IPv4 address),
@@ -114,7 +70,7 @@ _INFIX = regex.compile(
 _HOST = r"[A-Za-z0-9\u00a1-\uffff]"
 _URL = regex.compile(
     r"(?:[\w+\-.]{2,}://)?(?:\S+@)?"
-    rf"(?:\d{{1,3}}(?:\.\d{{1,3}}){{3}}|(?:(?:{_HOST}[A-Za-z0-9\u00a1-\uffff_-]{{0,62}})?{_HOST}\.)+[{_LOWER}]{{2,63}})"
+    rf"(?:\d{{1,3}}(?:\.\d{{1,3}}){{3}}|(?:(?:{_HOST}[A-Za-z0-9\u00a1-\uffff_-]{{0,62}})?{_HOST}\.)+[{LOWER}]{{2,63}})"
     r"(?::\d{2,5})?(?:[/?#]\S*)?",
     regex.V1,
 )
@@ -139,9 +95,9 @@ def _special_cases() -> dict[str, tuple[str, ...]]:
         ("'s",): [*cased("he", "she", "it", *wh, "that", "this")],
         ("'m",): cased("i"),
         ("'m", "a"): cased("i"),
-        ("n't",): cased(*_spaced("ca could do does did had may might must need ought sha should wo would"))
-        + cased(*_spaced("ai are is was were have has dare")),
-        ("n't", "'ve"): cased(*_spaced("ca could do does did had may might must need ought sha should wo would")),
+        ("n't",): cased(*spaced("ca could do does did had may might must need ought sha should wo would"))
+        + cased(*spaced("ai are is was were have has dare")),
+        ("n't", "'ve"): cased(*spaced("ca could do does did had may might must need ought sha should wo would")),
     }
     clitics[("'ll", "'ve")] = clitics[("'d", "'ve")] = clitics[("'ll",)]
     clitics[("'ve",)] += cased("would")
@@ -153,7 +109,7 @@ def _special_cases() -> dict[str, tuple[str, ...]]:
         for form in cased(word):
             add(form)
             add(form + "'")
-    for word in _spaced("em ll nuff s S re d bout cause Cause cos Cos coz Coz cuz Cuz"):
+    for word in spaced("em ll nuff s S re d bout cause Cause cos Cos coz Coz cuz Cuz"):
         add("'" + word)
     for word in ("em", "ll", "nuff", "‘S", "‘s", "and/or", "w/o", "ma'am", "Ma'am", "o'clock"):
         add(word)
@@ -182,7 +138,7 @@ def _special_cases() -> dict[str, tuple[str, ...]]:
         "<333 </3 ^_^ ^__^ ^___^ -_- -__- >.< >.> <.< ._. ;_; @_@ o.O O.o o_O O_o o.o O.O o_o O_O 0.0 0_0 o.0 0.o "
         "o_0 0_o v.v V.V v_v V_V"
     )
-    for word in _spaced(abbreviations + " " + emoticons):
+    for word in spaced(abbreviations + " " + emoticons):
         add(word)
     for word in ("Ill", "ill", "Its", "its", "Hell", "hell", "Shell", "shell", "Shed", "shed", "were", "Were",
                  "Well", "well", "Whore", "whore"):  # fmt: skip
@@ -198,8 +154,8 @@ _SPECIAL_MAX = max(map(len, _SPECIAL))
 
 
 # Characters that are a whole prefix or suffix by themselves whatever surrounds them (quick exits for the regexes).
-_PREFIX_CHARS = frozenset("§%=—–" + _PUNCT + _QUOTES + _CURRENCY)
-_SUFFIX_CHARS = frozenset("—–" + _PUNCT + _QUOTES) - {"…"}
+_PREFIX_CHARS = frozenset("§%=—–" + PUNCT + QUOTES + CURRENCY)
+_SUFFIX_CHARS = frozenset("—–" + PUNCT + QUOTES) - {"…"}
 _DIGITS = frozenset("0123456789")
 
 
@@ -411,5 +367,5 @@ def is_punctuation(word: str) -> bool:
     """True if `word` is not empty and every character of it is punctuation in datatrove's sense (its
     PUNCTUATION_SET: ASCII and common CJK/typographic punctuation, control characters, sentence terminators)."""
     if word.isascii():
-        return bool(word) and not word.strip(_ASCII_PUNCTUATION)
-    return _PUNCTUATION_WORD.fullmatch(word) is not None
+        return bool(word) and not word.strip(ASCII_PUNCTUATION)
+    return PUNCTUATION_WORD.fullmatch(word) is not None
