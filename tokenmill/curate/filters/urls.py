@@ -207,7 +207,6 @@ class _TokenIndex:
     """Regexes filed under their rarest whole-URL token; one combined regex per token, compiled on first use."""
 
     def __init__(self, patterns: list[tuple[str, tuple[str, ...]]], frequency: Counter) -> None:
-        self.size = len(patterns)
         by_token: dict[str, list[str]] = {}
         unindexed = []
         for regex, tokens in patterns:
