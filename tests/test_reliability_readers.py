@@ -516,8 +516,25 @@ def test_zstd_frame_failing_its_checksum_is_not_kept(tmp_path: Path) -> None:
     path.write_bytes(frames[0] + bytes(broken) + frames[2])
     docs, out = read_all(JsonlReader(paths=[str(path)]))
     assert [int(d.text.split()[1]) for d in docs] == [*range(50), *range(100, 150)]
-    assert list(out.stats.errors) == ["corrupt_stream"]
+    assert [d.id for d in docs][50] == "frames.jsonl.zst:101"  # all 50 lost lines counted
+    assert out.stats.errors == {"corrupt_stream": 50}
     assert "zstd frame 1" in out.stats.messages[0] and "checksum" in out.stats.messages[0]
+
+
+def test_bz2_and_xz_streams_are_verified_too(tmp_path: Path) -> None:
+    import bz2
+    import lzma
+
+    data = jsonl_lines(0, 40)
+    for name, blob in (("a.jsonl.bz2", bz2.compress(data)), ("b.jsonl.xz", lzma.compress(data))):
+        good = tmp_path / name
+        good.write_bytes(blob)
+        docs, out = read_all(JsonlReader(paths=[str(good)]))
+        assert len(docs) == 40 and not out.stats.errors
+        cut = tmp_path / f"cut-{name}"
+        cut.write_bytes(blob[: len(blob) - 10])
+        docs, out = read_all(JsonlReader(paths=[str(cut)]))
+        assert docs == [] and list(out.stats.errors) in (["truncated_stream"], ["corrupt_stream"])
 
 
 # --- 5. Charsets by the WHATWG Encoding Standard ------------------------------------------------------------------

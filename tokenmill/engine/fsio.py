@@ -400,6 +400,8 @@ class VerifiedReader:
         """(bytes, newlines, ends with a newline) of what a damaged member decodes to, ignoring its checksum (gzip:
         the deflate body is decoded raw) and stopping at the first error; in small steps, so little is missed."""
         assert self.codec is not None
+        if self.codec == "zstd":
+            return _zstd_recount(raw, offset)
         raw.seek(offset)
         data = raw.read(_READ_BYTES)
         decoder: Any
@@ -473,6 +475,33 @@ def _gzip_header_length(data: bytes) -> int | None:
     if flags & 2:  # FHCRC
         end += 2
     return end if end <= len(data) else None
+
+
+def _zstd_recount(raw: Any, offset: int) -> tuple[int, int, bool]:
+    """What a zstd frame that fails its checksum decodes to. The decoder withholds the last output before the
+    error, so: one pass in large reads finds roughly how much decodes; a second pass reads up to there in large
+    reads and the rest a byte at a time, which loses nothing."""
+
+    def reader() -> Any:
+        raw.seek(offset)
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_size=1, read_across_frames=False)
+
+    decoded = 0
+    stream = reader()
+    try:
+        while out := stream.read(1 << 16):
+            decoded += len(out)
+    except _DECODE_ERRORS:
+        pass
+    produced = lines = 0
+    last = b"\n"
+    stream = reader()
+    try:
+        while out := stream.read(1 << 16 if produced + (1 << 16) < decoded else 1):
+            produced, lines, last = produced + len(out), lines + out.count(b"\n"), out[-1:]
+    except _DECODE_ERRORS:
+        pass
+    return produced, lines, last == b"\n"
 
 
 def _zstd_skippable(chunk: bytes) -> bool:
