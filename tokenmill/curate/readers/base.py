@@ -1,21 +1,75 @@
-"""What every reader shares: input globs, a source label, a size cap, and shard listing."""
+"""What every reader shares: input globs, a source label, a size cap, shard listing, and clean document fields."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
 
 from pydantic import Field, field_validator
 
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.fsio import common_root, expand_paths, relative_name
+from tokenmill.engine.fsio import Damage, broken_symlink, common_root, display_path, expand_paths, relative_name
 from tokenmill.engine.stage import Outcomes, Shard, SourceStage
 
 DEFAULT_MAX_DOC_BYTES = 32 * 1024 * 1024
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(value: str) -> str:
+    """`value` as valid UTF-8 text: lone surrogates (a JSON `\\udc00` escape, a `surrogateescape` decode) become
+    U+FFFD, the way the writer stores the text column. ASCII strings are returned without a scan."""
+    if value.isascii() or not _SURROGATE.search(value):
+        return value
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def clean_value(value: Any) -> Any:
+    """`clean_text` applied to every string inside a JSON-like value (dict keys included)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(key)): clean_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_value(item) for item in value]
+    return value
+
+
+def make_doc(doc_id: Any, text: str, source: Any, url: Any = None, meta: dict[str, Any] | None = None) -> Doc:
+    """A document whose every string field (id, text, source, url, all of meta) is valid UTF-8."""
+    return Doc(
+        id=clean_text(str(doc_id)),
+        text=clean_text(text),
+        source=clean_text(str(source)),
+        url=None if url is None else clean_text(str(url)),
+        meta=clean_value(meta) if meta else {},
+    )
+
+
+def count_errors(out: Outcomes, n: int, reason: str, message: str, nbytes: int = 0) -> None:
+    """`n` input records lost together (a damaged stretch of a file): each is seen and counted as an error under
+    `reason`, with one message saying what happened."""
+    n = max(1, n)
+    for i in range(n):
+        out.seen(nbytes if i == 0 else 0)
+    out.error(None, reason, message)
+    out.stats.errors[reason] += n - 1
+
+
+def damage_summary(damage: Damage) -> str:
+    """How reading goes on after a damaged member, for the end of a message."""
+    if damage.resume is None:
+        return "the rest of the file is unreadable"
+    return f"reading resumes at offset {damage.resume}"
 
 
 class Reader(SourceStage):
     """A reader lists one shard per input file and streams its records as documents.
 
     Documents larger than `max_doc_bytes` are rejected (`too_large`) instead of being pushed through every
-    filter; empty or whitespace-only texts are rejected (`empty_document`).
+    filter; empty or whitespace-only texts are rejected (`empty_document`). Every string a reader puts in a
+    document is valid UTF-8 (`make_doc`). A shard whose file is a broken (or looping) symlink is one
+    `broken_symlink` error naming the link.
     """
 
     format: str
@@ -33,15 +87,29 @@ class Reader(SourceStage):
         return "read"
 
     def shards(self) -> list[Shard]:
+        """One shard per input file. A shard's `name` (the prefix of its document ids) is valid UTF-8 even when the
+        file name is not: undecodable bytes are written `\\xNN` (see `fsio.display_path`)."""
         found = self.input_files()
         root = common_root([url for url, _, _ in found])
         return [
-            Shard(index=i, path=url, name=relative_name(url, root), size=size, fingerprint=identity)
+            Shard(index=i, path=url, name=display_path(relative_name(url, root)), size=size, fingerprint=identity)
             for i, (url, size, identity) in enumerate(found)
         ]
 
     def input_files(self) -> list[tuple[str, int, str]]:
         return expand_paths(self.paths)
+
+    def read(self, shard: Shard, out: Outcomes) -> Iterator[Doc]:
+        problem = broken_symlink(shard.path)
+        if problem is not None:
+            out.seen(0)
+            out.error(None, "broken_symlink", f"read: {display_path(shard.path)}: {problem}")
+            return
+        yield from self.read_file(shard, out)
+
+    def read_file(self, shard: Shard, out: Outcomes) -> Iterator[Doc]:
+        """Yield the kept documents of one input file; report every record on `out` (see SourceStage.read)."""
+        raise NotImplementedError
 
     def admit(self, doc: Doc, out: Outcomes, raw_nbytes: int | None = None, where: str | None = None) -> bool:
         """Count `doc` as read (`raw_nbytes` of input) and apply the checks every reader shares; True if kept.

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from tokenmill.curate.readers.base import Reader
+from tokenmill.curate.readers.base import Reader, make_doc
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.fsio import InputNotFound, exists, expand_paths, join, read_json
 from tokenmill.engine.registry import register_reader
@@ -30,7 +30,7 @@ class _TableReader(Reader):
     def batches(self, shard: Shard) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
 
-    def read(self, shard: Shard, out: Outcomes) -> Iterator[Doc]:
+    def read_file(self, shard: Shard, out: Outcomes) -> Iterator[Doc]:
         row = 0
         for batch in self.batches(shard):
             columns = batch.schema.names
@@ -54,16 +54,22 @@ class _TableReader(Reader):
         named = {self.text_field, self.id_field, self.url_field, self.source_field}
         meta = {key: value for key, value in record.items() if key not in named}
         if isinstance(meta.get("meta"), str):  # tokenmill's own output stores meta as a JSON string
-            meta = {**json.loads(meta.pop("meta")), **meta}
+            try:
+                stored = json.loads(meta["meta"])
+            except ValueError:  # not ours after all: kept as the string it is
+                stored = None
+            if isinstance(stored, dict):
+                meta.pop("meta")
+                meta = {**stored, **meta}
         doc_id = record.get(self.id_field) if self.id_field else None
         source = record.get(self.source_field) if self.source_field else None
         url = record.get(self.url_field) if self.url_field else None
-        return Doc(
-            id=str(doc_id) if doc_id is not None else where,
-            text=text,
-            source=self.source or (str(source) if source else self.format),
-            url=str(url) if url else None,
-            meta=json.loads(json.dumps(meta, default=str)),
+        return make_doc(
+            doc_id if doc_id is not None else where,
+            text,
+            self.source or (str(source) if source else self.format),
+            url if url else None,
+            json.loads(json.dumps(meta, default=str)),
         )
 
 
