@@ -32,7 +32,7 @@ from tokenmill.curate.readers.charsets import ENCODINGS, LABELS, encoding_for_la
 from tokenmill.curate.readers.extract import decode_html
 from tokenmill.engine import fsio
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.executor import plan, process_shard
+from tokenmill.engine.executor import process_shard
 from tokenmill.engine.fsio import CorruptInput, InputWarning, open_decompressed
 from tokenmill.engine.spec import parse_pipeline
 from tokenmill.engine.stage import Outcomes, SourceStage
@@ -54,7 +54,7 @@ def run_shards(tmp_path: Path, read: dict) -> list[dict]:
         "output": str(tmp_path / "out"),
         "stages": [{"read": read}, {"normalize": {}}, {"write": {"format": "parquet", "rejected": True}}],
     }
-    return [process_shard(task) for task in plan(parse_pipeline(yaml.safe_dump(spec)))]
+    return [process_shard(task) for task in parse_pipeline(yaml.safe_dump(spec)).plan.first_tasks()]
 
 
 def output_ids(tmp_path: Path) -> list[str]:
