@@ -11,7 +11,7 @@ import xxhash
 from pydantic import Field
 
 from tokenmill.curate.dedup.apply import ApplyDecisions, decisions_table
-from tokenmill.curate.dedup.partitions import read_partition, write_partitioned, write_table
+from tokenmill.curate.dedup.partitions import default_partitions, read_partition, write_partitioned, write_table
 from tokenmill.engine.fsio import join
 from tokenmill.engine.registry import register
 from tokenmill.engine.segment_source import iter_shard_columns
@@ -47,7 +47,7 @@ class ExactDedup(GlobalStage):
 
     def analyze(self, client: Any, shards: list[ShardOutput], work_dir: str) -> dict[str, Any]:
         clean_work_dir(work_dir)
-        n = self.partitions or min(256, max(1, len(shards)))
+        n = self.partitions or default_partitions(shards)
         hashes, decisions = join(work_dir, "hashes"), join(work_dir, "decisions")
         run_tasks(client, _hash_shard, [(i, s, hashes, n, self.normalize, self.url) for i, s in enumerate(shards)])
         parts = run_tasks(client, _reduce_partition, [(p, hashes, decisions) for p in range(n)])

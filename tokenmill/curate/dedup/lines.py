@@ -16,7 +16,14 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field, PrivateAttr
 
-from tokenmill.curate.dedup.partitions import list_files, read_partition, read_table, write_partitioned, write_table
+from tokenmill.curate.dedup.partitions import (
+    default_partitions,
+    list_files,
+    read_partition,
+    read_table,
+    write_partitioned,
+    write_table,
+)
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.fsio import join
 from tokenmill.engine.registry import register
@@ -94,7 +101,7 @@ class RepeatedLineRemoval(GlobalStage):
 
     def analyze(self, client: Any, shards: list[ShardOutput], work_dir: str) -> dict[str, Any]:
         clean_work_dir(work_dir)
-        n = self.partitions or min(256, max(1, len(shards)))
+        n = self.partitions or default_partitions(shards)
         counts, frequent = join(work_dir, "counts"), join(work_dir, "frequent")
         run_tasks(client, _count_shard, [(s, counts, n, self.min_chars) for s in shards])
         parts = run_tasks(client, _reduce_partition, [(p, counts, frequent, self.max_occurrences) for p in range(n)])

@@ -22,7 +22,6 @@ depend on the number of workers or the order in which tasks finish.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from itertools import pairwise
 from typing import Any, Literal
@@ -30,13 +29,18 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
 from pydantic import Field, field_validator, model_validator
 
 from tokenmill.curate.dedup.apply import ApplyDecisions, decisions_table
 from tokenmill.curate.dedup.components import connected_components, node_partition, unique_pairs
-from tokenmill.curate.dedup.partitions import list_files, read_partition, read_table, write_partitioned, write_table
+from tokenmill.curate.dedup.partitions import (
+    default_partitions,
+    list_files,
+    read_partition,
+    read_table,
+    write_partitioned,
+    write_table,
+)
 from tokenmill.curate.dedup.signatures import (
     MinHasher,
     band_hashes,
@@ -109,7 +113,7 @@ class MinHashDedup(GlobalStage):
 
     def analyze(self, client: Any, shards: list[ShardOutput], work_dir: str) -> dict[str, Any]:
         clean_work_dir(work_dir)
-        n = self.partitions or _default_partitions(shards)
+        n = self.partitions or default_partitions(shards, DOCS_PER_PARTITION)
         bands, rows = self.banding()
         names = ("buckets", "ids", "payloads", "candidates", "carried", "edges", "members", "decisions")
         d = {name: join(work_dir, name) for name in names}
@@ -152,17 +156,6 @@ class MinHashDedup(GlobalStage):
             analysis_id=analysis_id,
             annotate={CLUSTER_COLUMN: "string"},
         )
-
-
-def _default_partitions(shards: list[ShardOutput]) -> int:
-    """One partition per shard (at most 256), more when shards hold over DOCS_PER_PARTITION documents each."""
-    docs = 0
-    for shard in shards:
-        for path in shard.files:
-            fs, local = url_to_fs(path)
-            with fs.open(local, "rb") as handle:
-                docs += pq.ParquetFile(handle).metadata.num_rows
-    return max(1, min(256, len(shards)), math.ceil(docs / DOCS_PER_PARTITION))
 
 
 def _batches(shard: ShardOutput) -> Iterator[tuple[list[int], list[str], list[str]]]:
