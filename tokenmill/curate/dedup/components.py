@@ -36,7 +36,7 @@ from fsspec.core import url_to_fs
 
 from tokenmill.curate.dedup.partitions import read_partition, write_partitioned, write_table
 from tokenmill.engine.fsio import join
-from tokenmill.engine.tasks import run_tasks
+from tokenmill.engine.tasks import clean_work_dir, run_tasks
 
 MAX_ROUNDS = 100
 LARGE, SMALL = "large", "small"
@@ -126,8 +126,8 @@ def connected_components(
         raise ValueError(f"n_partitions and max_rounds must be at least 1, got {n_partitions}, {max_rounds}")
     n = n_partitions
     rounds_dir, labels_dir = join(work_dir, "rounds"), join(work_dir, "labels")
-    _remove(rounds_dir)
-    _remove(labels_dir)
+    clean_work_dir(rounds_dir)
+    clean_work_dir(labels_dir)
     nodes_dir, step_dir = join(rounds_dir, "nodes"), _step_dir(rounds_dir, 0, LARGE)
     inits = [
         InitPartition(partition=p, edges_dir=edges_dir, nodes_dir=nodes_dir, first_dir=step_dir, partitions=n)
@@ -148,7 +148,7 @@ def connected_components(
             for p in range(n)
         ]
         changed = sum(run_tasks(client, _emit, emits))
-        _remove(step_dir)
+        clean_work_dir(step_dir)
         quiet = quiet + 1 if changed == 0 else 0
         steps, step_dir = steps + 1, next_dir
     parents_dir, sizes_dir = join(rounds_dir, "parents"), join(rounds_dir, "sizes")
@@ -157,13 +157,13 @@ def connected_components(
         for p in range(n)
     ]
     run_tasks(client, _stars, stars)
-    _remove(step_dir)
+    clean_work_dir(step_dir)
     labels = [
         Label(partition=p, nodes_dir=nodes_dir, parents_dir=parents_dir, sizes_dir=sizes_dir, labels_dir=labels_dir)
         for p in range(n)
     ]
     parts = run_tasks(client, _label, labels)
-    _remove(rounds_dir)
+    clean_work_dir(rounds_dir)
     fs, local = url_to_fs(labels_dir)
     fs.makedirs(local, exist_ok=True)  # present even for an empty graph, so readers find an empty layout
     return labels_dir, {
@@ -176,12 +176,6 @@ def connected_components(
 
 def _step_dir(rounds_dir: str, step: int, op: str) -> str:
     return join(rounds_dir, f"{step:03d}-{op}")
-
-
-def _remove(directory: str) -> None:
-    fs, local = url_to_fs(directory)
-    if fs.exists(local):
-        fs.rm(local, recursive=True)
 
 
 def _input_partitions(edges_dir: str) -> list[int]:
