@@ -8,6 +8,7 @@ import re
 import tracemalloc
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import xxhash
@@ -15,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tokenmill
-from tokenmill.curate.dedup.minhash import MinHashDedup
+from tokenmill.curate.dedup.minhash import DOCS_PER_PARTITION, MinHashDedup
+from tokenmill.curate.dedup.partitions import default_partitions
 from tokenmill.curate.dedup.signatures import (
     MERSENNE,
     MinHasher,
@@ -28,6 +30,7 @@ from tokenmill.curate.dedup.signatures import (
     universal_hashes,
 )
 from tokenmill.engine.spec import SpecError, parse_pipeline
+from tokenmill.engine.stage import ShardOutput
 
 from pipelines import pipeline_yaml, tree_bytes
 
@@ -173,6 +176,20 @@ def test_stage_validation():
     for keys in ["{bands: 4}", "{bands: 20, rows: 8}", "{threshold: 1.5}", "{ngram: 0}"]:
         with pytest.raises(SpecError):
             parse_pipeline(spec.replace("{KEYS}", keys))
+
+
+def test_default_partitions_one_per_shard_or_by_document_count(tmp_path):
+    shards = []
+    for k, n_docs in enumerate([3, 5, 0]):
+        path = tmp_path / f"{k}.parquet"
+        pq.write_table(pa.table({"id": pa.array([str(i) for i in range(n_docs)], pa.string())}), path)
+        shards.append(ShardOutput(key=f"{k:05d}", files=(str(path),)))
+    assert default_partitions([]) == default_partitions([], DOCS_PER_PARTITION) == 1
+    assert default_partitions(shards) == default_partitions(shards, DOCS_PER_PARTITION) == 3
+    assert default_partitions(shards * 100) == 256  # one per shard stops at 256 ...
+    assert default_partitions(shards, docs_per_partition=3) == 3  # ceil(8 / 3) does not exceed the shards
+    assert default_partitions(shards, docs_per_partition=2) == 4  # ceil(8 / 2)
+    assert default_partitions(shards * 100, docs_per_partition=2) == 400  # ... the document count does not
 
 
 # --- the stage on a cluster -------------------------------------------------------------------------------

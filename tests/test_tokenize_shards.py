@@ -29,7 +29,7 @@ from tokenmill.engine.documents import BASE_SCHEMA
 from tokenmill.engine.stage import DatasetContext, ShardOutput
 from tokenmill.tokenize.corpus import is_heldout, stream_texts
 from tokenmill.tokenize.token_splits import TokenizerMismatch, check_tokenizer, open_split
-from tokenmill.tokenize.tokenize_stage import Tokenize, token_dtype, tokenize_shard
+from tokenmill.tokenize.tokenize_stage import Tokenize, TokenizeShard, token_dtype, tokenize_shard
 from tokenmill.tokenize.tokenizer_train import EOS, PAD
 from tokenmill.tokenize.vocab import UNK
 
@@ -228,11 +228,23 @@ def test_token_dtype_and_a_vocabulary_over_65536(tmp_path, client):
     assert documents == 40
 
 
+def shard_task(shard, tokenizer_json, directory, fraction, batch_docs, identity) -> TokenizeShard:
+    return TokenizeShard(
+        shard=shard,
+        tokenizer_json=tokenizer_json,
+        directory=str(directory),
+        dtype_name="uint16",
+        validation_fraction=fraction,
+        batch_docs=batch_docs,
+        identity=identity,
+    )
+
+
 def test_empty_documents_special_strings_and_odd_code_points(run, tmp_path):
     rows = [("e1", "", "s"), ("a", LITERAL, "s"), ("e2", "", "t"), ("b", ODD.replace("\ud800", "\ufffd"), "t")]
     rows += [("c", " \n\t ", "s"), ("d", "\u0000\u0001\u007f", "s"), ("e3", "", "s")]
     shard = write_curated(tmp_path / "curated/bad.parquet", rows)
-    result = tokenize_shard((shard, run.tokenizer_json, str(tmp_path / "tokens"), "uint16", 0.0, 2, "x"))
+    result = tokenize_shard(shard_task(shard, run.tokenizer_json, tmp_path / "tokens", 0.0, 2, "x"))
     assert result["empty_documents"] == 3
     assert {source: docs for source, (docs, _) in result["counts"]["train"].items()} == {"s": 3, "t": 1}
     table = pa.ipc.open_stream(pa.memory_map(str(tmp_path / "tokens" / result["files"]["train"]))).read_all()
@@ -279,7 +291,7 @@ def test_any_unicode_text_tokenizes_and_round_trips(run, example_dirs, texts):
     """Any valid Unicode (Arrow strings cannot hold lone surrogates: `write` turns them into U+FFFD)."""
     directory = next(example_dirs)
     shard = write_curated(directory / "c.parquet", [(f"x{i}", t, "s") for i, t in enumerate(texts)])
-    result = tokenize_shard((shard, run.tokenizer_json, str(directory / "tokens"), "uint16", 0.5, 3, "p"))
+    result = tokenize_shard(shard_task(shard, run.tokenizer_json, directory / "tokens", 0.5, 3, "p"))
     assert result["empty_documents"] == texts.count("")
     eos = run.manifest["eos_id"]
     seen = {}

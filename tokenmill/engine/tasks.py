@@ -13,7 +13,12 @@ from fsspec.core import url_to_fs
 
 
 def run_tasks(client: Client, function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
-    """One Dask task per item; results (small summaries, never documents) in item order. Raises on failure."""
+    """One Dask task per item; results (small summaries, never documents) in item order. Raises on failure.
+
+    Each item is the task's payload: a frozen dataclass defined at module level beside `function` (so workers
+    can unpickle it), naming its fields, and small (shard references, directories, counts, a stage config;
+    never documents). `function` takes that one object.
+    """
     if not items:
         return []
     futures = client.map(function, items, pure=False)

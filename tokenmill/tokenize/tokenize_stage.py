@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -79,7 +80,15 @@ class Tokenize(DatasetStage):
         for shard in ctx.curated:
             identity = json.dumps([shard.key, file_versions(shard), sha, config, __version__], default=str)
             jobs.append(
-                (shard, tokenizer_json, directory, dtype.name, self.validation_fraction, self.batch_docs, identity)
+                TokenizeShard(
+                    shard=shard,
+                    tokenizer_json=tokenizer_json,
+                    directory=directory,
+                    dtype_name=dtype.name,
+                    validation_fraction=self.validation_fraction,
+                    batch_docs=self.batch_docs,
+                    identity=identity,
+                )
             )
         results = run_tasks(ctx.get_client(), tokenize_shard, jobs)
         return write_dataset_metadata(directory, results, tokenizer, sha, dtype, ctx.curated_id)
@@ -98,10 +107,23 @@ def worker_tokenizer(tokenizer_json: str, mtime_ns: int, size: int) -> Tokenizer
     return tokenizer
 
 
-def tokenize_shard(args: tuple) -> dict[str, Any]:
-    """One shard → `train/data-<shard>.arrow` and `validation/data-<shard>.arrow` (skipped when already done)."""
-    shard, tokenizer_json, directory, dtype_name, fraction, batch_docs, identity = args
+@dataclass(frozen=True, kw_only=True)
+class TokenizeShard:
+    """The task of one curated shard."""
+
     shard: ShardOutput
+    tokenizer_json: str
+    directory: str  # the dataset's directory
+    dtype_name: str  # of the token ids
+    validation_fraction: float
+    batch_docs: int
+    identity: str  # what the shard's manifest must record for an earlier result to be reused
+
+
+def tokenize_shard(task: TokenizeShard) -> dict[str, Any]:
+    """One shard → `train/data-<shard>.arrow` and `validation/data-<shard>.arrow` (skipped when already done)."""
+    shard, tokenizer_json, directory, identity = task.shard, task.tokenizer_json, task.directory, task.identity
+    fraction, batch_docs = task.validation_fraction, task.batch_docs
     marker = join(directory, "_manifest", f"{shard.key}.json")
     if exists(marker):
         done = read_json(marker)
@@ -113,7 +135,7 @@ def tokenize_shard(args: tuple) -> dict[str, Any]:
     # faster (tokenizers >= 0.20; older versions fall back).
     encode_batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     eos = tokenizer.token_to_id(EOS)
-    dtype = np.dtype(dtype_name)
+    dtype = np.dtype(task.dtype_name)
     token_type = pa.from_numpy_dtype(dtype)
     schema = pa.schema([("input_ids", pa.list_(token_type)), ("id", pa.string()), ("source", pa.string())])
     files = {split: f"{split}/data-{shard.key}.arrow" for split in SPLITS}

@@ -27,6 +27,7 @@ Nothing but those counts reaches the driver; the run stops when two consecutive 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ from fsspec.core import url_to_fs
 
 from tokenmill.curate.dedup.partitions import read_partition, write_partitioned, write_table
 from tokenmill.engine.fsio import join
-from tokenmill.engine.tasks import run_tasks
+from tokenmill.engine.tasks import clean_work_dir, run_tasks
 
 MAX_ROUNDS = 100
 LARGE, SMALL = "large", "small"
@@ -125,10 +126,14 @@ def connected_components(
         raise ValueError(f"n_partitions and max_rounds must be at least 1, got {n_partitions}, {max_rounds}")
     n = n_partitions
     rounds_dir, labels_dir = join(work_dir, "rounds"), join(work_dir, "labels")
-    _remove(rounds_dir)
-    _remove(labels_dir)
+    clean_work_dir(rounds_dir)
+    clean_work_dir(labels_dir)
     nodes_dir, step_dir = join(rounds_dir, "nodes"), _step_dir(rounds_dir, 0, LARGE)
-    read = run_tasks(client, _init, [(p, edges_dir, nodes_dir, step_dir, n) for p in _input_partitions(edges_dir)])
+    inits = [
+        InitPartition(partition=p, edges_dir=edges_dir, nodes_dir=nodes_dir, first_dir=step_dir, partitions=n)
+        for p in _input_partitions(edges_dir)
+    ]
+    read = run_tasks(client, _init, inits)
     steps, quiet, changed = 0, 0, 0
     while sum(read) and quiet < 2:  # an edgeless graph needs no round: every node is its own component
         if steps == 2 * max_rounds:
@@ -137,16 +142,28 @@ def connected_components(
             )
         op, next_op = (LARGE, SMALL) if steps % 2 == 0 else (SMALL, LARGE)
         next_dir = _step_dir(rounds_dir, steps + 1, next_op)
-        run_tasks(client, _combine, [(p, step_dir, n) for p in range(n)])
-        changed = sum(run_tasks(client, _emit, [(p, op, step_dir, next_dir, next_op, n) for p in range(n)]))
-        _remove(step_dir)
+        run_tasks(client, _combine, [Combine(partition=p, step_dir=step_dir, partitions=n) for p in range(n)])
+        emits = [
+            Emit(partition=p, op=op, step_dir=step_dir, next_dir=next_dir, next_op=next_op, partitions=n)
+            for p in range(n)
+        ]
+        changed = sum(run_tasks(client, _emit, emits))
+        clean_work_dir(step_dir)
         quiet = quiet + 1 if changed == 0 else 0
         steps, step_dir = steps + 1, next_dir
     parents_dir, sizes_dir = join(rounds_dir, "parents"), join(rounds_dir, "sizes")
-    run_tasks(client, _stars, [(p, step_dir, parents_dir, sizes_dir, n) for p in range(n)])
-    _remove(step_dir)
-    parts = run_tasks(client, _label, [(p, nodes_dir, parents_dir, sizes_dir, labels_dir) for p in range(n)])
-    _remove(rounds_dir)
+    stars = [
+        Stars(partition=p, step_dir=step_dir, parents_dir=parents_dir, sizes_dir=sizes_dir, partitions=n)
+        for p in range(n)
+    ]
+    run_tasks(client, _stars, stars)
+    clean_work_dir(step_dir)
+    labels = [
+        Label(partition=p, nodes_dir=nodes_dir, parents_dir=parents_dir, sizes_dir=sizes_dir, labels_dir=labels_dir)
+        for p in range(n)
+    ]
+    parts = run_tasks(client, _label, labels)
+    clean_work_dir(rounds_dir)
     fs, local = url_to_fs(labels_dir)
     fs.makedirs(local, exist_ok=True)  # present even for an empty graph, so readers find an empty layout
     return labels_dir, {
@@ -159,12 +176,6 @@ def connected_components(
 
 def _step_dir(rounds_dir: str, step: int, op: str) -> str:
     return join(rounds_dir, f"{step:03d}-{op}")
-
-
-def _remove(directory: str) -> None:
-    fs, local = url_to_fs(directory)
-    if fs.exists(local):
-        fs.rm(local, recursive=True)
 
 
 def _input_partitions(edges_dir: str) -> list[int]:
@@ -204,25 +215,45 @@ def _write_edges(a: np.ndarray, b: np.ndarray, n: int, directory: str, op: str, 
     write_partitioned(messages, node_hash(node), n, join(directory, "messages"), name)
 
 
-def _init(args: tuple) -> int:
+@dataclass(frozen=True, kw_only=True)
+class InitPartition:
+    """The first map over one partition of the input edges."""
+
+    partition: int
+    edges_dir: str
+    nodes_dir: str
+    first_dir: str  # the first Large-Star's step directory
+    partitions: int
+
+
+def _init(task: InitPartition) -> int:
     """Map over one input partition: its distinct nodes (for the labels) and its edges for the first Large-Star."""
-    partition, edges_dir, nodes_dir, first_dir, n = args
-    table = read_partition(edges_dir, partition, ["u", "v"])
+    partition, n = task.partition, task.partitions
+    table = read_partition(task.edges_dir, partition, ["u", "v"])
     if table is None or table.num_rows == 0:
         return 0
     u = table.column("u").to_numpy().astype(np.int64, copy=False)
     v = table.column("v").to_numpy().astype(np.int64, copy=False)
     nodes = np.unique(np.concatenate([u, v]))
-    write_partitioned(pa.table({"node": nodes}), node_hash(nodes), n, nodes_dir, _name(partition))
+    write_partitioned(pa.table({"node": nodes}), node_hash(nodes), n, task.nodes_dir, _name(partition))
     a, b = canonical_edges(u, v)
-    _write_edges(a, b, n, first_dir, LARGE, _name(partition))
+    _write_edges(a, b, n, task.first_dir, LARGE, _name(partition))
     return len(a)
 
 
-def _combine(args: tuple) -> None:
+@dataclass(frozen=True, kw_only=True)
+class Combine:
+    """The first wave of one operation, for one node partition."""
+
+    partition: int
+    step_dir: str
+    partitions: int
+
+
+def _combine(task: Combine) -> None:
     """Per node partition: each node's minimum over its messages, sent to every edge partition that asked."""
-    partition, step_dir, n = args
-    table = read_partition(join(step_dir, "messages"), partition)
+    partition = task.partition
+    table = read_partition(join(task.step_dir, "messages"), partition)
     if table is None:
         return
     node, value, part = (table.column(c).to_numpy() for c in ("node", "value", "part"))
@@ -233,12 +264,25 @@ def _combine(args: tuple) -> None:
     asked = np.flatnonzero(part != _NO_PART)
     asked = asked[unique_pairs(part[asked], node[asked])]
     replies = pa.table({"node": node[asked], "minimum": minimum[asked]})
-    write_partitioned(replies, part[asked].astype(np.uint64), n, join(step_dir, "replies"), _name(partition))
+    replies_dir = join(task.step_dir, "replies")
+    write_partitioned(replies, part[asked].astype(np.uint64), task.partitions, replies_dir, _name(partition))
 
 
-def _emit(args: tuple) -> int:
+@dataclass(frozen=True, kw_only=True)
+class Emit:
+    """The second wave of one operation, for one edge partition."""
+
+    partition: int
+    op: str  # LARGE or SMALL
+    step_dir: str
+    next_dir: str
+    next_op: str  # the operation the written edges and messages are for
+    partitions: int
+
+
+def _emit(task: Emit) -> int:
     """Per edge partition: apply one operation to its distinct edges; returns how many edges it changed."""
-    partition, op, step_dir, next_dir, next_op, n = args
+    partition, op, step_dir = task.partition, task.op, task.step_dir
     table = read_partition(join(step_dir, "edges"), partition)
     if table is None:
         return 0
@@ -254,39 +298,61 @@ def _emit(args: tuple) -> int:
     minimum = replies.column("minimum").to_numpy()[order][at]
     new_a, new_b, changed = large_star(a, b, minimum) if op == LARGE else small_star(a, b, minimum)
     new_a, new_b = distinct_edges(new_a, new_b)  # both operations keep a > b
-    _write_edges(new_a, new_b, n, next_dir, next_op, _name(partition))
+    _write_edges(new_a, new_b, task.partitions, task.next_dir, task.next_op, _name(partition))
     return changed
 
 
-def _stars(args: tuple) -> None:
+@dataclass(frozen=True, kw_only=True)
+class Stars:
+    """One edge partition of the fixed point."""
+
+    partition: int
+    step_dir: str
+    parents_dir: str
+    sizes_dir: str
+    partitions: int
+
+
+def _stars(task: Stars) -> None:
     """Per edge partition of the fixed point, whose edges are (member, centre): parents and star sizes by node."""
-    partition, step_dir, parents_dir, sizes_dir, n = args
-    table = read_partition(join(step_dir, "edges"), partition)
+    partition, n = task.partition, task.partitions
+    table = read_partition(join(task.step_dir, "edges"), partition)
     if table is None:
         return
     a, b = distinct_edges(table.column("a").to_numpy(), table.column("b").to_numpy())
-    write_partitioned(pa.table({"node": a, "component": b}), node_hash(a), n, parents_dir, _name(partition))
+    write_partitioned(pa.table({"node": a, "component": b}), node_hash(a), n, task.parents_dir, _name(partition))
     centres, members = np.unique(b, return_counts=True)
     sizes = pa.table({"node": centres, "members": members.astype(np.int64)})
-    write_partitioned(sizes, node_hash(centres), n, sizes_dir, _name(partition))
+    write_partitioned(sizes, node_hash(centres), n, task.sizes_dir, _name(partition))
 
 
-def _label(args: tuple) -> dict[str, int]:
+@dataclass(frozen=True, kw_only=True)
+class Label:
+    """One node partition of the labels."""
+
+    partition: int
+    nodes_dir: str
+    parents_dir: str
+    sizes_dir: str
+    labels_dir: str
+
+
+def _label(task: Label) -> dict[str, int]:
     """Per node partition: a node's component is its star centre, or itself (a centre, or an isolated node)."""
-    partition, nodes_dir, parents_dir, sizes_dir, labels_dir = args
-    table = read_partition(nodes_dir, partition)
+    partition = task.partition
+    table = read_partition(task.nodes_dir, partition)
     if table is None:
         return {"components": 0, "nodes": 0, "largest": 0}
     nodes = np.unique(table.column("node").to_numpy())
     component = nodes.copy()
-    parents = read_partition(parents_dir, partition)
+    parents = read_partition(task.parents_dir, partition)
     if parents is not None:
         component[np.searchsorted(nodes, parents.column("node").to_numpy())] = parents.column("component").to_numpy()
     largest = 1
-    sizes = read_partition(sizes_dir, partition)
+    sizes = read_partition(task.sizes_dir, partition)
     if sizes is not None:  # a centre's members are counted in every edge partition that holds some of them
         _, inverse = np.unique(sizes.column("node").to_numpy(), return_inverse=True)
         largest = 1 + int(np.bincount(inverse, weights=sizes.column("members").to_numpy()).max())
     labels = pa.table({"node": nodes, "component": component})
-    write_table(join(labels_dir, f"p{partition:05d}", "labels.parquet"), labels)
+    write_table(join(task.labels_dir, f"p{partition:05d}", "labels.parquet"), labels)
     return {"components": int(np.count_nonzero(component == nodes)), "nodes": len(nodes), "largest": largest}

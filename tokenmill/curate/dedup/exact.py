@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import xxhash
 from pydantic import Field
 
 from tokenmill.curate.dedup.apply import ApplyDecisions, decisions_table
-from tokenmill.curate.dedup.partitions import read_partition, write_partitioned, write_table
+from tokenmill.curate.dedup.partitions import default_partitions, read_partition, write_partitioned, write_table
 from tokenmill.engine.fsio import join
 from tokenmill.engine.registry import register
 from tokenmill.engine.segment_source import iter_shard_columns
@@ -47,10 +48,15 @@ class ExactDedup(GlobalStage):
 
     def analyze(self, client: Any, shards: list[ShardOutput], work_dir: str) -> dict[str, Any]:
         clean_work_dir(work_dir)
-        n = self.partitions or min(256, max(1, len(shards)))
+        n = self.partitions or default_partitions(shards)
         hashes, decisions = join(work_dir, "hashes"), join(work_dir, "decisions")
-        run_tasks(client, _hash_shard, [(i, s, hashes, n, self.normalize, self.url) for i, s in enumerate(shards)])
-        parts = run_tasks(client, _reduce_partition, [(p, hashes, decisions) for p in range(n)])
+        maps = [
+            HashShard(index=i, shard=s, hashes_dir=hashes, partitions=n, normalize=self.normalize, url=self.url)
+            for i, s in enumerate(shards)
+        ]
+        run_tasks(client, _hash_shard, maps)
+        reduces = [ReduceHashes(partition=p, hashes_dir=hashes, decisions_dir=decisions) for p in range(n)]
+        parts = run_tasks(client, _reduce_partition, reduces)
         return {
             "documents removed": sum(p["removed"] for p in parts),
             "duplicate texts (groups)": sum(p["groups"] for p in parts),
@@ -65,16 +71,28 @@ class ExactDedup(GlobalStage):
         )
 
 
-def _hash_shard(args: tuple) -> int:
+@dataclass(frozen=True, kw_only=True)
+class HashShard:
+    """The map task of one shard."""
+
+    index: int  # the shard's position: ties between equal keys go to the lowest (index, row)
+    shard: ShardOutput
+    hashes_dir: str
+    partitions: int
+    normalize: bool
+    url: bool
+
+
+def _hash_shard(task: HashShard) -> int:
     """Map: one row per document (and per URL) with its key, partitioned by key."""
-    index, shard, hashes_dir, n, normalize, with_url = args
+    shard = task.shard
     keys, kinds, rows, ids = [], [], [], []
     for row, doc_id, text, url in iter_shard_columns(shard, ["id", "text", "url"]):
-        keys.append(text_key(text, normalize))
+        keys.append(text_key(text, task.normalize))
         kinds.append(TEXT)
         rows.append(row)
         ids.append(doc_id)
-        if with_url and url:
+        if task.url and url:
             keys.append(b"U" + xxhash.xxh3_128_digest(url.encode("utf-8", "surrogatepass")))
             kinds.append(URL)
             rows.append(row)
@@ -84,20 +102,29 @@ def _hash_shard(args: tuple) -> int:
             "key": pa.array(keys, pa.binary()),
             "kind": pa.array(kinds, pa.int8()),
             "shard": pa.array([shard.key] * len(keys), pa.string()),
-            "order": pa.array([index] * len(keys), pa.int32()),
+            "order": pa.array([task.index] * len(keys), pa.int32()),
             "row": pa.array(rows, pa.int64()),
             "id": pa.array(ids, pa.string()),
         }
     )
     spread = np.frombuffer(b"".join(k[:8].ljust(8, b"\0") for k in keys), dtype="<u8") if keys else np.zeros(0, "<u8")
-    write_partitioned(table, spread, n, hashes_dir, f"s{shard.key}")
+    write_partitioned(table, spread, task.partitions, task.hashes_dir, f"s{shard.key}")
     return len(keys)
 
 
-def _reduce_partition(args: tuple) -> dict[str, int]:
+@dataclass(frozen=True, kw_only=True)
+class ReduceHashes:
+    """The reduce task of one hash partition."""
+
+    partition: int
+    hashes_dir: str
+    decisions_dir: str
+
+
+def _reduce_partition(task: ReduceHashes) -> dict[str, int]:
     """Reduce: within one partition, keep the first (shard, row) of each key; the rest become removals."""
-    partition, hashes_dir, decisions_dir = args
-    table = read_partition(hashes_dir, partition)
+    partition = task.partition
+    table = read_partition(task.hashes_dir, partition)
     summary = {"removed": 0, "groups": 0, "largest": 0, "url_removed": 0}
     if table is None or table.num_rows == 0:
         return summary
@@ -131,5 +158,5 @@ def _reduce_partition(args: tuple) -> dict[str, int]:
         table_out = decisions_table(
             part.column("row").to_pylist(), part.column("reason").to_pylist(), part.column("ref").to_pylist()
         )
-        write_table(join(decisions_dir, f"s{shard_key}", f"p{partition:05d}.parquet"), table_out)
+        write_table(join(task.decisions_dir, f"s{shard_key}", f"p{partition:05d}.parquet"), table_out)
     return summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,14 @@ import pyarrow as pa
 import xxhash
 from pydantic import Field, PrivateAttr
 
-from tokenmill.curate.dedup.partitions import list_files, read_partition, read_table, write_partitioned, write_table
+from tokenmill.curate.dedup.partitions import (
+    default_partitions,
+    list_files,
+    read_partition,
+    read_table,
+    write_partitioned,
+    write_table,
+)
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.fsio import join
 from tokenmill.engine.registry import register
@@ -94,10 +102,15 @@ class RepeatedLineRemoval(GlobalStage):
 
     def analyze(self, client: Any, shards: list[ShardOutput], work_dir: str) -> dict[str, Any]:
         clean_work_dir(work_dir)
-        n = self.partitions or min(256, max(1, len(shards)))
+        n = self.partitions or default_partitions(shards)
         counts, frequent = join(work_dir, "counts"), join(work_dir, "frequent")
-        run_tasks(client, _count_shard, [(s, counts, n, self.min_chars) for s in shards])
-        parts = run_tasks(client, _reduce_partition, [(p, counts, frequent, self.max_occurrences) for p in range(n)])
+        maps = [CountShard(shard=s, counts_dir=counts, partitions=n, min_chars=self.min_chars) for s in shards]
+        run_tasks(client, _count_shard, maps)
+        reduces = [
+            ReduceCounts(partition=p, counts_dir=counts, frequent_dir=frequent, max_occurrences=self.max_occurrences)
+            for p in range(n)
+        ]
+        parts = run_tasks(client, _reduce_partition, reduces)
         return {
             "distinct lines": sum(p["distinct"] for p in parts),
             "frequent lines": sum(p["frequent"] for p in parts),
@@ -199,26 +212,46 @@ def sum_by_key(keys: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
     return (keys[starts], *(np.add.reduceat(v[order].astype(np.int64), starts) for v in values))
 
 
-def _count_shard(args: tuple) -> int:
+@dataclass(frozen=True, kw_only=True)
+class CountShard:
+    """The map task of one shard."""
+
+    shard: ShardOutput
+    counts_dir: str
+    partitions: int
+    min_chars: int
+
+
+def _count_shard(task: CountShard) -> int:
     """Map: (hash, documents, occurrences) for every counted line of one shard, partitioned by hash."""
-    shard, counts_dir, n, min_chars = args
     counter = _LineCounter()
-    for _, text in iter_shard_columns(shard, ["text"]):
-        counter.add(line_hashes(text, min_chars))
+    for _, text in iter_shard_columns(task.shard, ["text"]):
+        counter.add(line_hashes(text, task.min_chars))
     table = counter.table()
-    write_partitioned(table, table.column("hash").to_numpy(), n, counts_dir, f"s{shard.key}")
+    write_partitioned(table, table.column("hash").to_numpy(), task.partitions, task.counts_dir, f"s{task.shard.key}")
     return table.num_rows
 
 
-def _reduce_partition(args: tuple) -> dict[str, int]:
-    """Reduce: total the counts of one partition and write the hashes of lines in more than `limit` documents."""
-    partition, counts_dir, frequent_dir, limit = args
+@dataclass(frozen=True, kw_only=True)
+class ReduceCounts:
+    """The reduce task of one hash partition."""
+
+    partition: int
+    counts_dir: str
+    frequent_dir: str
+    max_occurrences: int  # a line in more documents than this is frequent
+
+
+def _reduce_partition(task: ReduceCounts) -> dict[str, int]:
+    """Reduce: total the counts of one partition and write the hashes of lines in more than `max_occurrences`
+    documents."""
+    partition = task.partition
     summary = {"distinct": 0, "frequent": 0, "removed": 0, "largest": 0}
-    table = read_partition(counts_dir, partition)
+    table = read_partition(task.counts_dir, partition)
     if table is None or table.num_rows == 0:
         return summary
     keys, docs, lines = sum_by_key(*(table.column(c).to_numpy() for c in ("hash", "docs", "lines")))
-    frequent = docs > limit
+    frequent = docs > task.max_occurrences
     summary.update(
         distinct=len(keys),
         frequent=int(frequent.sum()),
@@ -227,5 +260,5 @@ def _reduce_partition(args: tuple) -> dict[str, int]:
     )
     if frequent.any():
         out = pa.table({"hash": keys[frequent], "docs": docs[frequent]})
-        write_table(join(frequent_dir, f"p{partition:05d}.parquet"), out)
+        write_table(join(task.frequent_dir, f"p{partition:05d}.parquet"), out)
     return summary

@@ -22,21 +22,26 @@ depend on the number of workers or the order in which tasks finish.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from fsspec.core import url_to_fs
 from pydantic import Field, field_validator, model_validator
 
 from tokenmill.curate.dedup.apply import ApplyDecisions, decisions_table
 from tokenmill.curate.dedup.components import connected_components, node_partition, unique_pairs
-from tokenmill.curate.dedup.partitions import list_files, read_partition, read_table, write_partitioned, write_table
+from tokenmill.curate.dedup.partitions import (
+    default_partitions,
+    list_files,
+    read_partition,
+    read_table,
+    write_partitioned,
+    write_table,
+)
 from tokenmill.curate.dedup.signatures import (
     MinHasher,
     band_hashes,
@@ -109,17 +114,20 @@ class MinHashDedup(GlobalStage):
 
     def analyze(self, client: Any, shards: list[ShardOutput], work_dir: str) -> dict[str, Any]:
         clean_work_dir(work_dir)
-        n = self.partitions or _default_partitions(shards)
+        n = self.partitions or default_partitions(shards, DOCS_PER_PARTITION)
         bands, rows = self.banding()
-        names = ("buckets", "ids", "payloads", "candidates", "carried", "edges", "members", "decisions")
-        d = {name: join(work_dir, name) for name in names}
-        signed = run_tasks(client, _sign_shard, [(i, s, self, d, n) for i, s in enumerate(shards)])
-        run_tasks(client, _bucket_edges, [(p, d, n) for p in range(n)])
-        pairs = run_tasks(client, _distinct_pairs, [(p, d, n, self.verify) for p in range(n)])
-        checked = self.verify != "none"
-        verified = (
-            run_tasks(client, _verify, [(p, d, self.threshold, self.verify) for p in range(n)]) if checked else pairs
-        )
+        dirs = WorkDirs.under(work_dir)
+        signs = [SignShard(index=i, shard=s, stage=self, dirs=dirs, partitions=n) for i, s in enumerate(shards)]
+        signed = run_tasks(client, _sign_shard, signs)
+        run_tasks(client, _bucket_edges, [BucketEdges(partition=p, dirs=dirs, partitions=n) for p in range(n)])
+        distinct = [DistinctPairs(partition=p, dirs=dirs, partitions=n, verify=self.verify) for p in range(n)]
+        pairs = run_tasks(client, _distinct_pairs, distinct)
+        checked, verified = self.verify != "none", pairs
+        if checked:
+            verifies = [
+                VerifyPairs(partition=p, dirs=dirs, threshold=self.threshold, verify=self.verify) for p in range(n)
+            ]
+            verified = run_tasks(client, _verify, verifies)
         summary: dict[str, Any] = {
             "documents hashed": sum(s["docs"] for s in signed),
             "empty documents (never matched)": sum(s["empty"] for s in signed),
@@ -133,16 +141,16 @@ class MinHashDedup(GlobalStage):
             "partitions": n,
         }
         if sum(verified):
-            labels, found = connected_components(client, d["edges"], n, join(work_dir, "components"))
-            run_tasks(client, _route_members, [(p, labels, d["members"], n) for p in range(n)])
-            keys = [s.key for s in shards]
-            run_tasks(client, _decide, [(p, d["members"], d["ids"], keys, d["decisions"]) for p in range(n)])
+            labels, found = connected_components(client, dirs.edges, n, dirs.components)
+            routes = [RouteMembers(partition=p, labels_dir=labels, dirs=dirs, partitions=n) for p in range(n)]
+            run_tasks(client, _route_members, routes)
+            keys = tuple(s.key for s in shards)
+            run_tasks(client, _decide, [Decide(partition=p, dirs=dirs, shard_keys=keys) for p in range(n)])
             summary["clusters"] = found["components"]
             summary["documents removed"] = found["nodes"] - found["components"]
             summary["largest cluster"] = found["largest"]
-        for name in (*names, "components"):  # only the decisions are read later; payloads can be large
-            if name != "decisions":
-                clean_work_dir(join(work_dir, name))
+        for directory in dirs.intermediate():
+            clean_work_dir(directory)
         return summary
 
     def applier(self, work_dir: str, analysis_id: str) -> ApplyDecisions:
@@ -154,15 +162,28 @@ class MinHashDedup(GlobalStage):
         )
 
 
-def _default_partitions(shards: list[ShardOutput]) -> int:
-    """One partition per shard (at most 256), more when shards hold over DOCS_PER_PARTITION documents each."""
-    docs = 0
-    for shard in shards:
-        for path in shard.files:
-            fs, local = url_to_fs(path)
-            with fs.open(local, "rb") as handle:
-                docs += pq.ParquetFile(handle).metadata.num_rows
-    return max(1, min(256, len(shards)), math.ceil(docs / DOCS_PER_PARTITION))
+@dataclass(frozen=True, kw_only=True)
+class WorkDirs:
+    """One analysis's directories under its work directory, one per kind of file (the phases of the module
+    docstring); the tasks read and write them."""
+
+    buckets: str  # 1: band rows, by bucket
+    ids: str  # 1: each node's document id, by node
+    payloads: str  # 1: what verification compares, by node
+    candidates: str  # 2: edges from bucket members to their bucket's smallest node, by member
+    carried: str  # 3: distinct candidate pairs with the member's payload, by centre
+    edges: str  # 3 or 4: the pairs kept, the graph of the connected components
+    components: str  # 5: the connected components' own work directory (their labels)
+    members: str  # 6: labelled nodes, by their component's smallest node
+    decisions: str  # 6: the decision files the applier reads
+
+    @classmethod
+    def under(cls, work_dir: str) -> WorkDirs:
+        return cls(**{field.name: join(work_dir, field.name) for field in fields(cls)})
+
+    def intermediate(self) -> list[str]:
+        """Every directory but `decisions`, the only one read after the analysis (payloads can be large)."""
+        return [getattr(self, field.name) for field in fields(self) if field.name != "decisions"]
 
 
 def _batches(shard: ShardOutput) -> Iterator[tuple[list[int], list[str], list[str]]]:
@@ -218,11 +239,23 @@ def _arrays(column: pa.ChunkedArray | pa.Array) -> Iterator[np.ndarray]:
         yield values[start:end]
 
 
-def _sign_shard(args: tuple) -> dict[str, int]:
+@dataclass(frozen=True, kw_only=True)
+class SignShard:
+    """Phase 1 for one shard."""
+
+    index: int  # the shard's position, the high bits of its nodes (so "smallest" is first in (shard, row) order)
+    shard: ShardOutput
+    stage: MinHashDedup
+    dirs: WorkDirs
+    partitions: int
+
+
+def _sign_shard(task: SignShard) -> dict[str, int]:
     """Phase 1: one shard's documents as band rows, ids and verification payloads."""
-    order, shard, stage, d, n = args
+    shard, stage, n = task.shard, task.stage, task.partitions
     hasher, (bands, rows_per_band) = stage.hasher(), stage.banding()
     buffers: dict[str, list[pa.Table]] = {"buckets": [], "ids": [], "payloads": []}
+    directories = {"buckets": task.dirs.buckets, "ids": task.dirs.ids, "payloads": task.dirs.payloads}
     held = held_bytes = flushes = docs = empty = 0
 
     def flush() -> None:
@@ -232,7 +265,8 @@ def _sign_shard(args: tuple) -> dict[str, int]:
             if tables:
                 table = pa.concat_tables(tables)
                 column = table.column("bucket" if kind == "buckets" else "node").to_numpy()
-                write_partitioned(table, column if kind == "buckets" else _by_node(column, n), n, d[kind], name)
+                by = column if kind == "buckets" else _by_node(column, n)
+                write_partitioned(table, by, n, directories[kind], name)
             tables.clear()
         held, held_bytes, flushes = 0, 0, flushes + 1
 
@@ -241,7 +275,7 @@ def _sign_shard(args: tuple) -> dict[str, int]:
         signatures, counts = hasher.signatures(texts, sets)
         present = np.flatnonzero(counts > 0)
         docs, empty = docs + len(rows), empty + len(rows) - len(present)
-        nodes = (np.int64(order) << np.int64(ROW_BITS)) | np.asarray(rows, dtype=np.int64)[present]
+        nodes = (np.int64(task.index) << np.int64(ROW_BITS)) | np.asarray(rows, dtype=np.int64)[present]
         signatures = signatures[present]
         buckets = band_hashes(signatures, bands, rows_per_band, stage.seed)
         band = np.tile(np.arange(bands, dtype=np.int32), len(nodes))
@@ -260,10 +294,19 @@ def _sign_shard(args: tuple) -> dict[str, int]:
     return {"docs": docs, "empty": empty}
 
 
-def _bucket_edges(args: tuple) -> None:
+@dataclass(frozen=True, kw_only=True)
+class BucketEdges:
+    """Phase 2 for one bucket partition."""
+
+    partition: int
+    dirs: WorkDirs
+    partitions: int
+
+
+def _bucket_edges(task: BucketEdges) -> None:
     """Phase 2: per bucket partition, an edge from every bucket member to the bucket's smallest node."""
-    partition, d, n = args
-    table = read_partition(d["buckets"], partition)
+    partition, n = task.partition, task.partitions
+    table = read_partition(task.dirs.buckets, partition)
     if table is None:
         return
     band, bucket, node = (table.column(c).to_numpy() for c in ("band", "bucket", "node"))
@@ -277,7 +320,8 @@ def _bucket_edges(args: tuple) -> None:
         return
     keep = unique_pairs(small, large)
     small, large = small[keep], large[keep]
-    write_partitioned(pa.table({"u": small, "v": large}), _by_node(large, n), n, d["candidates"], f"b{partition:05d}")
+    edges = pa.table({"u": small, "v": large})
+    write_partitioned(edges, _by_node(large, n), n, task.dirs.candidates, f"b{partition:05d}")
 
 
 def _rows_for(directory: str, partition: int, nodes: np.ndarray) -> pa.Table:
@@ -298,33 +342,53 @@ def _rows_of(nodes: np.ndarray, table: pa.Table) -> np.ndarray:
     return np.searchsorted(table.column("node").to_numpy(), nodes)
 
 
-def _distinct_pairs(args: tuple) -> int:
+@dataclass(frozen=True, kw_only=True)
+class DistinctPairs:
+    """Phase 3 for one partition of members."""
+
+    partition: int
+    dirs: WorkDirs
+    partitions: int
+    verify: Literal["exact", "estimate", "none"]
+
+
+def _distinct_pairs(task: DistinctPairs) -> int:
     """Phase 3: distinct candidate pairs (u < v) of one partition of members v; returns how many."""
-    partition, d, n, verify = args
-    table = read_partition(d["candidates"], partition)
+    partition, n, dirs = task.partition, task.partitions, task.dirs
+    table = read_partition(dirs.candidates, partition)
     if table is None:
         return 0
     u, v = table.column("u").to_numpy(), table.column("v").to_numpy()
     keep = unique_pairs(u, v)
     u, v = u[keep], v[keep]
     name = f"c{partition:05d}"
-    if verify == "none":
-        write_partitioned(pa.table({"u": u, "v": v}), _by_node(u, n), n, d["edges"], name)
+    if task.verify == "none":
+        write_partitioned(pa.table({"u": u, "v": v}), _by_node(u, n), n, dirs.edges, name)
         return len(u)
-    payloads = _rows_for(d["payloads"], partition, v)
+    payloads = _rows_for(dirs.payloads, partition, v)
     carried = pa.table({"u": u, "v": v, "payload": payloads.column("payload").take(pa.array(_rows_of(v, payloads)))})
-    write_partitioned(carried, _by_node(u, n), n, d["carried"], name)
+    write_partitioned(carried, _by_node(u, n), n, dirs.carried, name)
     return len(u)
 
 
-def _verify(args: tuple) -> int:
+@dataclass(frozen=True, kw_only=True)
+class VerifyPairs:
+    """Phase 4 for one partition of centres."""
+
+    partition: int
+    dirs: WorkDirs
+    threshold: float
+    verify: Literal["exact", "estimate"]
+
+
+def _verify(task: VerifyPairs) -> int:
     """Phase 4: per partition of centres u, keep the carried pairs whose similarity reaches the threshold."""
-    partition, d, threshold, verify = args
-    files = list_files(join(d["carried"], f"p{partition:05d}"))
+    partition, verify = task.partition, task.verify
+    files = list_files(join(task.dirs.carried, f"p{partition:05d}"))
     if not files:
         return 0
     centres = np.concatenate([read_table(f, ["u"]).column("u").to_numpy() for f in files])
-    payloads = _rows_for(d["payloads"], partition, centres)
+    payloads = _rows_for(task.dirs.payloads, partition, centres)
     shingles = list(_arrays(payloads.column("payload"))) if verify == "exact" else []
     distinct: dict[int, np.ndarray] = {}  # a centre's sorted distinct shingles, however many members it has
 
@@ -344,32 +408,51 @@ def _verify(args: tuple) -> int:
         else:
             members = _arrays(table.column("payload"))
             similar = np.array([exact_jaccard(np.unique(m), centre_set(r)) for r, m in zip(rows, members)])
-        keep = similar >= threshold
+        keep = similar >= task.threshold
         kept.append(pa.table({"u": u[keep], "v": table.column("v").to_numpy()[keep]}))
     edges = pa.concat_tables(kept)
     if edges.num_rows:
-        write_table(join(d["edges"], f"p{partition:05d}", f"v{partition:05d}.parquet"), edges)
+        write_table(join(task.dirs.edges, f"p{partition:05d}", f"v{partition:05d}.parquet"), edges)
     return edges.num_rows
 
 
-def _route_members(args: tuple) -> None:
+@dataclass(frozen=True, kw_only=True)
+class RouteMembers:
+    """Phase 6a for one partition of labels."""
+
+    partition: int
+    labels_dir: str  # connected_components' output
+    dirs: WorkDirs
+    partitions: int
+
+
+def _route_members(task: RouteMembers) -> None:
     """Phase 6a: send each labelled node to the partition of its component's smallest node."""
-    partition, labels_dir, members_dir, n = args
-    table = read_partition(labels_dir, partition)
+    partition, n = task.partition, task.partitions
+    table = read_partition(task.labels_dir, partition)
     if table is None or table.num_rows == 0:
         return
     component = table.column("component").to_numpy()
-    write_partitioned(table, _by_node(component, n), n, members_dir, f"l{partition:05d}")
+    write_partitioned(table, _by_node(component, n), n, task.dirs.members, f"l{partition:05d}")
 
 
-def _decide(args: tuple) -> None:
+@dataclass(frozen=True, kw_only=True)
+class Decide:
+    """Phase 6b for one partition of kept nodes."""
+
+    partition: int
+    dirs: WorkDirs
+    shard_keys: tuple[str, ...]  # by shard index, to name the decision files
+
+
+def _decide(task: Decide) -> None:
     """Phase 6b: per partition of kept nodes, the decision rows of their clusters' members, by shard."""
-    partition, members_dir, ids_dir, keys, decisions_dir = args
-    members = read_partition(members_dir, partition)
+    partition = task.partition
+    members = read_partition(task.dirs.members, partition)
     if members is None:
         return
     node, component = members.column("node").to_numpy(), members.column("component").to_numpy()
-    ids = _rows_for(ids_dir, partition, component)
+    ids = _rows_for(task.dirs.ids, partition, component)
     kept_id = ids.column("id").take(pa.array(_rows_of(component, ids)))
     removed = node != component
     shard_order, row = node >> ROW_BITS, node & ((1 << ROW_BITS) - 1)
@@ -383,4 +466,4 @@ def _decide(args: tuple) -> None:
             [c if r else None for c, r in zip(cluster, removed[mine])],
             **{CLUSTER_COLUMN: pa.array(cluster, pa.string())},
         )
-        write_table(join(decisions_dir, f"s{keys[order]}", f"p{partition:05d}.parquet"), table)
+        write_table(join(task.dirs.decisions, f"s{task.shard_keys[order]}", f"p{partition:05d}.parquet"), table)

@@ -7,12 +7,39 @@ of `n_partitions`, and nothing passes through the driver.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from tokenmill.engine.fsio import join, tmp_name
+from tokenmill.engine.stage import ShardOutput
+
+MAX_SHARD_PARTITIONS = 256  # the one-per-shard default stops here (more shards share partitions)
+
+
+def default_partitions(shards: Sequence[ShardOutput], docs_per_partition: int | None = None) -> int:
+    """The partition count a dedup stage uses when its config gives none: one per shard, at least 1 and at
+    most 256; with `docs_per_partition`, also at least enough partitions that none receives more than about that
+    many documents (counted from the shards' Parquet metadata), which may exceed 256."""
+    per_shard = min(MAX_SHARD_PARTITIONS, max(1, len(shards)))
+    if docs_per_partition is None:
+        return per_shard
+    return max(per_shard, math.ceil(count_documents(shards) / docs_per_partition))
+
+
+def count_documents(shards: Sequence[ShardOutput]) -> int:
+    """Rows in every file of `shards`, from the Parquet footers (no data is read)."""
+    docs = 0
+    for shard in shards:
+        for path in shard.files:
+            fs, local = url_to_fs(path)
+            with fs.open(local, "rb") as handle:
+                docs += pq.ParquetFile(handle).metadata.num_rows
+    return docs
 
 
 def write_table(path: str, table: pa.Table) -> None:
