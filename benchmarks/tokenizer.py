@@ -177,11 +177,20 @@ def encode_raw(tokenizer_json: str, texts: list[str], method: str) -> int:
 
 
 def encode_tokenmill(tokenizer_json: str, shards: list, directory: Path) -> int:
-    from tokenmill.tokenize.tokenize_stage import tokenize_shard
+    from tokenmill.tokenize.tokenize_stage import TokenizeShard, tokenize_shard
 
     tokens = 0
     for shard in shards:
-        result = tokenize_shard((shard, tokenizer_json, str(directory), "uint16", 0.01, BATCH, "bench"))
+        task = TokenizeShard(
+            shard=shard,
+            tokenizer_json=tokenizer_json,
+            directory=str(directory),
+            dtype_name="uint16",
+            validation_fraction=0.01,
+            batch_docs=BATCH,
+            identity="bench",
+        )
+        result = tokenize_shard(task)
         tokens += sum(n for split in result["counts"].values() for _, n in split.values())
     return tokens
 
