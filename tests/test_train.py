@@ -349,7 +349,8 @@ def test_metrics_curve_and_checkpoint_files(runs):
     raw = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in raw if "tokens_per_s" in r] == [3, 6, 9, 12]
     assert [r["step"] for r in raw if "val_loss" in r] == [6, 12]
-    assert all(set(r) <= {"step", "loss", "lr", "tokens_per_s", "val_loss"} for r in raw)
+    assert all(set(r) <= {"step", "loss", "lr", "tokens_per_s", "val_loss", "val_tokens"} for r in raw)
+    assert all(r["val_tokens"] == 2 * 4 * 32 for r in raw if "val_loss" in r)  # eval_batches 2 x batch 4 x block 32
     assert records[0]["lr"] == pytest.approx(1e-3)  # warmup step 1 of 3 towards 3e-3
     assert (directory / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     root = directory / "checkpoints"
@@ -430,7 +431,8 @@ def test_eval_reports_loss_perplexity_and_bits_per_byte(char_run, runs):
     assert report["tokens"] == 2 * 4 * 32
     # Characters of ASCII text are one byte each; the few document separators stand for no bytes.
     bits_per_token = report["val_loss"] / math.log(2)
-    assert bits_per_token <= report["bits_per_byte"] <= bits_per_token * 1.01
+    assert bits_per_token - 1e-4 <= report["bits_per_byte"] <= bits_per_token * 1.01  # both rounded to 4 places
+    assert report["val_tokens"] == report["tokens"]
 
 
 def test_generate_is_seeded_and_uses_the_trained_tokenizer(char_run, runs):

@@ -11,8 +11,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from fsspec.core import url_to_fs
-from pydantic import Field
+from pydantic import Field, model_validator
 from tokenizers import Tokenizer
 
 from tokenmill._version import __version__
@@ -20,7 +21,8 @@ from tokenmill.engine.fsio import atomic_write_json, exists, join, read_json, tm
 from tokenmill.engine.identity import file_digest, stable_id
 from tokenmill.engine.registry import register
 from tokenmill.engine.segment_source import iter_shard_columns
-from tokenmill.engine.stage import DatasetContext, DatasetStage, ShardOutput
+from tokenmill.engine.stage import DatasetContext, DatasetStage, Outcomes, Shard, ShardOutput
+from tokenmill.engine.stats import StageStats
 from tokenmill.engine.tasks import run_tasks
 from tokenmill.tokenize.corpus import is_heldout
 from tokenmill.tokenize.tokenizer_train import EOS
@@ -47,21 +49,81 @@ def file_versions(shard: ShardOutput) -> list[list]:
 class Tokenize(DatasetStage):
     """Encodes every curated document (EOS appended) with the pipeline's tokenizer (or `tokenizer:` path).
 
-    Documents go to `validation` when a hash of their id falls below `validation_fraction` (the same documents
-    `tokenizer_train` held out when the fractions match), else to `train`. Empty documents are counted and
-    skipped. Special-token strings inside text stay text. Resumable per shard.
+    The validation split is one of three (exactly one may be set; `validation_fraction` is the default):
+
+    - `validation_fraction`: documents go to `validation` when a hash of their id falls below it (the same
+      documents `tokenizer_train` held out when the fractions match), else to `train`;
+    - `validation: {tail_fraction: f}`: the last `f` of the curated stream's tokens, in document order, go to
+      `validation` (nanoGPT's positional split of one text: the document across the boundary is cut in two);
+    - `validation: {format: ..., paths: [...], ...}`: every curated document goes to `train` and the documents of
+      this source (read with tokenmill's readers, the keys of `read:`) go to `validation`.
+
+    Empty documents are counted and skipped. Special-token strings inside text stay text. Resumable per shard.
     """
 
     produces: ClassVar[str] = "tokens"
     inputs: ClassVar[tuple[str, ...]] = ("tokenizer",)
     validation_fraction: float = Field(0.01, ge=0, lt=1)
+    validation: dict[str, Any] | None = Field(
+        None, description="{tail_fraction: f} or a reader's keys ({format, paths, ...}) for the validation split"
+    )
     tokenizer: str | None = Field(None, description="a tokenizer.json to use instead of tokenizer_train's")
     batch_docs: int = Field(512, gt=0)
 
+    @model_validator(mode="after")
+    def _one_validation(self) -> Tokenize:
+        if self.validation is None:
+            return self
+        if "validation_fraction" in self.model_fields_set:
+            raise ValueError("set one of validation_fraction, validation.tail_fraction and validation.paths, not two")
+        keys = set(self.validation)
+        if "tail_fraction" in keys:
+            if keys != {"tail_fraction"}:
+                raise ValueError(
+                    "validation: tail_fraction and a validation source "
+                    f"({', '.join(sorted(keys - {'tail_fraction'}))}) exclude each other; set one"
+                )
+            fraction = self.validation["tail_fraction"]
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+                raise ValueError(f"validation.tail_fraction must be a number in (0, 1), got {fraction!r}")
+            return self
+        if "paths" not in keys:
+            raise ValueError("validation: expected {tail_fraction: f} or a source {format: ..., paths: [...]}")
+        self.validation_reader()  # raises on a bad source
+        return self
+
+    @property
+    def tail_fraction(self) -> float | None:
+        return self.validation.get("tail_fraction") if self.validation else None
+
+    def validation_reader(self) -> Any:
+        """The explicit validation source as a tokenmill reader (None without one)."""
+        if not self.validation or "tail_fraction" in self.validation:
+            return None
+        from pydantic import ValidationError
+
+        from tokenmill.engine.registry import READERS, known_formats
+
+        fmt = self.validation.get("format")
+        if fmt not in READERS:
+            got = "missing" if fmt is None else f"got {fmt!r}"
+            raise ValueError(f"validation.format must be one of {', '.join(known_formats())} ({got})")
+        try:
+            return READERS[fmt](**self.validation)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"validation.{where}: {first['msg']}") from None
+
     def input_ids(self, ctx: DatasetContext) -> dict[str, str]:
         if self.tokenizer:
-            return {"data": ctx.curated_id, "tokenizer": file_digest(self.tokenizer)}
-        return super().input_ids(ctx)
+            ids = {"data": ctx.curated_id, "tokenizer": file_digest(self.tokenizer)}
+        else:
+            ids = super().input_ids(ctx)
+        reader = self.validation_reader()
+        if reader is not None:  # the validation files' paths, sizes and modification times
+            ids["validation"] = stable_id([s.fingerprint for s in reader.shards()])
+        return ids
 
     def run(self, ctx: DatasetContext) -> dict[str, Any]:
         tokenizer_json = self.tokenizer or ctx.artifact("tokenizer", "tokenize")["tokenizer_json"]
@@ -75,23 +137,123 @@ class Tokenize(DatasetStage):
         if ctx.force and exists(markers):  # `--force` re-encodes every shard, not only the dataset's metadata
             fs, local = url_to_fs(markers)
             fs.rm(local, recursive=True)
-        jobs = []
         config = self.model_dump(mode="json")
+        reader = self.validation_reader()
+        tail = self.tail_fraction
+        # Where the split is by id hash, documents go by id; otherwise the curated documents all go to train first.
+        fraction = self.validation_fraction if self.validation is None else 0.0
+        common = {"tokenizer_json": tokenizer_json, "directory": directory, "dtype_name": dtype.name}
+        jobs = []
         for shard in ctx.curated:
-            identity = json.dumps([shard.key, file_versions(shard), sha, config, __version__], default=str)
+            parts = [shard.key, file_versions(shard), sha, config, __version__]
+            if tail is not None:  # a positional split depends on the whole stream: any change re-encodes all
+                parts.append(ctx.curated_id)
             jobs.append(
                 TokenizeShard(
                     shard=shard,
-                    tokenizer_json=tokenizer_json,
-                    directory=directory,
-                    dtype_name=dtype.name,
-                    validation_fraction=self.validation_fraction,
+                    validation_fraction=fraction,
                     batch_docs=self.batch_docs,
-                    identity=identity,
+                    identity=json.dumps(parts, default=str),
+                    **common,
                 )
             )
+        if reader is not None:
+            for source_shard in reader.shards():
+                key = f"validation-{source_shard.key}"
+                identity = json.dumps([key, source_shard.fingerprint, sha, config, __version__], default=str)
+                jobs.append(
+                    TokenizeShard(
+                        shard=ShardOutput(key, (source_shard.path,)),
+                        validation_fraction=0.0,
+                        batch_docs=self.batch_docs,
+                        identity=identity,
+                        split="validation",
+                        reader=reader,
+                        reader_shard=source_shard,
+                        **common,
+                    )
+                )
         results = run_tasks(ctx.get_client(), tokenize_shard, jobs)
-        return write_dataset_metadata(directory, results, tokenizer, sha, dtype, ctx.curated_id)
+        if tail is not None:
+            results = split_tail(directory, results, tail)
+        if reader is not None:
+            rule = {"source": {k: v for k, v in self.validation.items()}}
+        elif tail is not None:
+            rule = {"tail_fraction": tail}
+        else:
+            rule = {"validation_fraction": self.validation_fraction}
+        return write_dataset_metadata(directory, results, tokenizer, sha, dtype, ctx.curated_id, rule)
+
+
+def tail_cut(total: int, tail_fraction: float) -> int:
+    """The first validation token of a positional split: train is `[:cut]`, validation `[cut:]` (nanoGPT's
+    `int(n * 0.9)` for a tail of 0.1)."""
+    return int(total * (1 - tail_fraction))
+
+
+def shard_tokens(result: dict, split: str = "train") -> int:
+    return sum(tokens for _, tokens in result["counts"][split].values())
+
+
+def split_tail(directory: str, results: list[dict], tail_fraction: float) -> list[dict]:
+    """Move the last `tail_fraction` of the tokens (the shards in order, every shard's documents in order) from
+    `train` to `validation`: the shards after the boundary are renamed, the shard holding it is cut in two
+    (the document across it too: its first part, without EOS, ends train, the rest starts validation).
+
+    Each shard's manifest records that it was placed (`tail`), so a resumed run does not move it again."""
+    total = sum(shard_tokens(r) + shard_tokens(r, "validation") for r in results)
+    cut = tail_cut(total, tail_fraction)
+    placed, start = [], 0
+    for result in results:
+        size = shard_tokens(result) + shard_tokens(result, "validation")
+        if result.get("tail") != [cut, start]:
+            result = _place(directory, result, max(0, min(size, cut - start)))
+            result["tail"] = [cut, start]
+            atomic_write_json(join(directory, "_manifest", f"{result['shard']}.json"), result)
+        placed.append(result)
+        start += size
+    return placed
+
+
+def _place(directory: str, result: dict, keep: int) -> dict:
+    """Rewrite one freshly encoded shard (everything in train) as its first `keep` tokens in train and the rest
+    in validation."""
+    files = result["files"]
+    paths = {split: join(directory, files[split]) for split in SPLITS}
+    table = pa.ipc.open_stream(pa.memory_map(paths["train"], "r")).read_all()
+    lengths = np.asarray(pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False), np.int64)
+    ends = np.cumsum(lengths)
+    row = int(np.searchsorted(ends, keep, side="right"))  # the first row not wholly in train
+    head, tail = table.slice(0, row), table.slice(row)
+    if row < len(table) and keep > (ends[row - 1] if row else 0):  # the boundary falls inside document `row`
+        inside = keep - int(ends[row - 1] if row else 0)
+        doc = table.slice(row, 1)
+        ids = doc.column("input_ids").combine_chunks().values
+        first = doc.set_column(0, "input_ids", pa.array([ids[:inside]], type=table.schema.field(0).type))
+        rest = doc.set_column(0, "input_ids", pa.array([ids[inside:]], type=table.schema.field(0).type))
+        head = pa.concat_tables([head, first])
+        tail = pa.concat_tables([rest, table.slice(row + 1)])
+    counts: dict[str, dict[str, list[int]]] = {}
+    for split, part in (("train", head), ("validation", tail)):
+        tmp = tmp_name(paths[split])
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            if len(part):
+                writer.write_table(part.combine_chunks())
+        counts[split] = _count(part)
+    for split in SPLITS:
+        os.replace(tmp_name(paths[split]), paths[split])
+    return {**result, "counts": counts}
+
+
+def _count(table: pa.Table) -> dict[str, list[int]]:
+    """[documents, tokens] per source of a token table."""
+    counts: dict[str, list[int]] = {}
+    lengths = pc.list_value_length(table.column("input_ids")).to_pylist()
+    for source, n in zip(table.column("source").to_pylist(), lengths):
+        entry = counts.setdefault(source, [0, 0])
+        entry[0] += 1
+        entry[1] += n
+    return counts
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,13 +273,27 @@ def worker_tokenizer(tokenizer_json: str, mtime_ns: int, size: int) -> Tokenizer
 class TokenizeShard:
     """The task of one curated shard."""
 
-    shard: ShardOutput
+    shard: ShardOutput  # a curated shard, or (with `reader`) the key and file of a validation source's shard
     tokenizer_json: str
     directory: str  # the dataset's directory
     dtype_name: str  # of the token ids
     validation_fraction: float
     batch_docs: int
     identity: str  # what the shard's manifest must record for an earlier result to be reused
+    split: str | None = None  # every document to this split (else by id hash)
+    reader: Any = None  # the explicit validation source's reader, reading `reader_shard`
+    reader_shard: Shard | None = None
+
+
+def _documents(task: TokenizeShard) -> Any:
+    """(id, text, source) of each document of the task's shard."""
+    if task.reader is None:
+        for _, doc_id, text, source in iter_shard_columns(task.shard, ["id", "text", "source"]):
+            yield doc_id, text, source
+        return
+    out = Outcomes(StageStats("read"))
+    for doc in task.reader.read(task.reader_shard, out):
+        yield doc.id, doc.text, doc.source
 
 
 def tokenize_shard(task: TokenizeShard) -> dict[str, Any]:
@@ -173,11 +349,11 @@ def tokenize_shard(task: TokenizeShard) -> dict[str, Any]:
             entry[1] += n
         pending[split] = []
 
-    for _, doc_id, text, source in iter_shard_columns(shard, ["id", "text", "source"]):
+    for doc_id, text, source in _documents(task):
         if not text:
             empty += 1
             continue
-        split = "validation" if is_heldout(doc_id, fraction) else "train"
+        split = task.split or ("validation" if is_heldout(doc_id, fraction) else "train")
         pending[split].append((doc_id, text, source or "unknown"))
         if len(pending[split]) >= batch_docs:
             flush(split)
@@ -192,7 +368,13 @@ def tokenize_shard(task: TokenizeShard) -> dict[str, Any]:
 
 
 def write_dataset_metadata(
-    directory: str, results: list[dict], tokenizer: Tokenizer, sha: str, dtype: np.dtype, data_id: str
+    directory: str,
+    results: list[dict],
+    tokenizer: Tokenizer,
+    sha: str,
+    dtype: np.dtype,
+    data_id: str,
+    rule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The files `datasets.load_from_disk` reads, plus our manifest (counts per split and source, lineage)."""
     from datasets import Features, Sequence, Value
@@ -231,6 +413,7 @@ def write_dataset_metadata(
         "eos_id": tokenizer.token_to_id(EOS),
         "dtype": dtype.name,
         "splits": splits,
+        "validation_split": rule,
         "empty_documents_skipped": sum(r["empty_documents"] for r in results),
         "data": data_id,
         "tokenmill": __version__,
@@ -241,5 +424,6 @@ def write_dataset_metadata(
         "dtype": dtype.name,
         "train tokens": splits["train"]["tokens"],
         "validation tokens": splits["validation"]["tokens"],
+        "validation split": rule,
         "tokenizer_sha256": sha,
     }

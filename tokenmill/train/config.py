@@ -102,6 +102,30 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = False
     seed: int = Field(1337, ge=0, lt=2**64)
     threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's)")
+    mixture: dict[str, float] | None = Field(
+        None, description="sample windows by source with these weights (normalised); default: uniform over tokens"
+    )
+
+    @field_validator("mixture", mode="before")
+    @classmethod
+    def _no_boolean_weights(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for source, weight in value.items():
+                if isinstance(weight, bool):
+                    raise ValueError(f"mixture: the weight of source {source!r} must be a number, got {weight}")
+        return value
+
+    @field_validator("mixture")
+    @classmethod
+    def _weights(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("mixture names no source")
+        for source, weight in value.items():
+            if isinstance(weight, bool) or not math.isfinite(weight) or weight <= 0:
+                raise ValueError(f"mixture: the weight of source {source!r} must be a number above 0, got {weight}")
+        return value
 
     @field_validator(
         "n_layer", "n_head", "n_embd", "block_size", "dropout", "batch_size", "grad_accum", "max_steps", "lr",

@@ -33,7 +33,8 @@ def load_model(path: str, device: str = "cpu") -> tuple[GPT, dict[str, Any]]:
 
 @torch.no_grad()
 def evaluate(checkpoint_path: str, tokens: str, tokenizer_json: str, batches: int = 50) -> dict[str, Any]:
-    """Mean loss (nats/token), perplexity and bits per byte over a fixed set of validation windows."""
+    """Mean loss (nats/token), perplexity and bits per byte over up to `batches` batches of consecutive,
+    non-overlapping validation windows (training's evaluation windows when `batches` is its eval_batches)."""
     model, meta = load_model(checkpoint_path)
     manifest = check_tokenizer(tokens, tokenizer_json)
     if meta.get("tokenizer_sha256") not in (None, manifest["tokenizer_sha256"]):
@@ -42,7 +43,7 @@ def evaluate(checkpoint_path: str, tokens: str, tokenizer_json: str, batches: in
     sampler = open_windows(tokens, "validation", model.config.block_size, train_config.seed)
     tokenizer = Tokenizer.from_file(tokenizer_json)
     total_loss = total_tokens = total_bytes = 0.0
-    for x, y in sampler.fixed(batches, train_config.batch_size):
+    for x, y in sampler.consecutive(batches, train_config.batch_size):
         _, loss = model(x, y)
         total_loss += loss.item() * y.numel()
         total_tokens += y.numel()
@@ -57,6 +58,7 @@ def evaluate(checkpoint_path: str, tokens: str, tokenizer_json: str, batches: in
         "perplexity": round(math.exp(loss), 3),
         "bits_per_byte": round(loss / math.log(2) * total_tokens / max(total_bytes, 1), 4),
         "tokens": int(total_tokens),
+        "val_tokens": int(total_tokens),
     }
 
 

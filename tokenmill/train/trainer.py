@@ -17,7 +17,7 @@ import torch.distributed as dist
 from tokenmill.tokenize.token_splits import check_tokenizer
 from tokenmill.train import checkpoint
 from tokenmill.train.config import TrainConfig
-from tokenmill.train.data import WindowSampler, open_windows
+from tokenmill.train.data import MixtureSampler, Sampler, open_windows
 from tokenmill.train.model import GPT
 
 
@@ -77,14 +77,14 @@ def make_optimizer(model: GPT, config: TrainConfig, fused: bool) -> torch.optim.
 
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, batches: list, rt: Runtime) -> float:
-    """Mean loss over the fixed validation batches (all the same size); under DDP each rank evaluates every
-    `world`-th batch and the sums are all-reduced, so every rank gets the single-process value."""
+    """Mean loss per target token over the fixed validation batches (the last may be smaller); under DDP each rank
+    evaluates every `world`-th batch and the sums are all-reduced, so every rank gets the single-process value."""
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=rt.device)
     for x, y in batches[rt.rank :: rt.world]:
         with rt.autocast():
-            total[0] += model(x.to(rt.device), y.to(rt.device))[1].float()
-        total[1] += 1
+            total[0] += model(x.to(rt.device), y.to(rt.device))[1].double() * y.numel()
+        total[1] += y.numel()
     if rt.world > 1:
         dist.all_reduce(total)
     model.train()
@@ -99,7 +99,7 @@ class Run:
     rt: Runtime
     model: GPT
     optimizer: torch.optim.AdamW
-    sampler: WindowSampler
+    sampler: Sampler
     eval_batches: list
     meta: dict[str, Any]
     out_dir: str
@@ -111,6 +111,11 @@ class Run:
     @property
     def metrics_path(self) -> str:
         return os.path.join(self.out_dir, "metrics.jsonl")
+
+    @property
+    def val_tokens(self) -> int:
+        """Target tokens one evaluation sees (each once)."""
+        return sum(y.numel() for _, y in self.eval_batches)
 
     @property
     def tokens_per_step(self) -> int:
@@ -129,10 +134,11 @@ def setup(config: TrainConfig, tokens: str, tokenizer_json: str, out_dir: str) -
     model = GPT(model_config).to(rt.device)
     model.gradient_checkpointing = config.gradient_checkpointing
     optimizer = make_optimizer(model, config, fused=rt.device.type == "cuda")
-    sampler = open_windows(tokens, "train", model_config.block_size, config.seed)
+    sampler = open_windows(tokens, "train", model_config.block_size, config.seed, config.mixture)
     validation = open_windows(tokens, "validation", model_config.block_size, config.seed)
-    # eval_batches counts global batches: the same validation windows whatever the split into ranks and micro-batches.
-    eval_batches = validation.fixed(config.eval_batches * config.grad_accum * rt.world, config.batch_size)
+    # eval_batches counts global batches: the same validation windows whatever the split into ranks and micro-batches;
+    # consecutive and non-overlapping, so none is seen twice (fewer when the split is small).
+    eval_batches = validation.consecutive(config.eval_batches * config.grad_accum * rt.world, config.batch_size)
     meta = {
         "model": model_config.to_dict(),
         "train": config.model_dump(mode="json"),
@@ -243,8 +249,12 @@ def finish(run: Run, done: int, loss_value: float) -> dict[str, Any]:
         "steps": done,
         "final_train_loss": round(loss_value, 4) if trained else None,
         "final_val_loss": _last_val_loss(run.metrics_path),
+        "val_tokens": run.val_tokens,
         "tokenizer_sha256": run.tokenizer_sha256,
     }
+    if isinstance(run.sampler, MixtureSampler):  # how often max_steps repeats each source
+        windows = config.batch_size * config.grad_accum * run.rt.world
+        summary["mixture"] = run.sampler.epochs(config.max_steps, windows)
     if run.rt.world > 1:
         dist.barrier()
     return summary
@@ -272,6 +282,7 @@ def train(
             record["tokens_per_s"] = throughput.read(config.log_interval)
         if done % config.eval_interval == 0 or last:
             record["val_loss"] = round(evaluate_loss(run.model, run.eval_batches, run.rt), 6)
+            record["val_tokens"] = run.val_tokens
         if "val_loss" in record or done == stop_at:
             save_checkpoint(run, done)
         log(run, record)
