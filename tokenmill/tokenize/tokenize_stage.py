@@ -102,8 +102,9 @@ class Tokenize(DatasetStage):
             return None
         from pydantic import ValidationError
 
-        from tokenmill.engine.registry import READERS, known_formats
+        from tokenmill.engine.registry import READERS, known_formats, load_builtins
 
+        load_builtins()
         fmt = self.validation.get("format")
         if fmt not in READERS:
             got = "missing" if fmt is None else f"got {fmt!r}"
@@ -234,14 +235,14 @@ def _place(directory: str, result: dict, keep: int) -> dict:
         head = pa.concat_tables([head, first])
         tail = pa.concat_tables([rest, table.slice(row + 1)])
     counts: dict[str, dict[str, list[int]]] = {}
+    tmps = {split: tmp_name(paths[split]) for split in SPLITS}
     for split, part in (("train", head), ("validation", tail)):
-        tmp = tmp_name(paths[split])
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        with pa.OSFile(tmps[split], "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
             if len(part):
                 writer.write_table(part.combine_chunks())
         counts[split] = _count(part)
     for split in SPLITS:
-        os.replace(tmp_name(paths[split]), paths[split])
+        os.replace(tmps[split], paths[split])
     return {**result, "counts": counts}
 
 
