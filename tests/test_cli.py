@@ -71,7 +71,7 @@ def test_quickstart_runs_on_sample_data(quickstart_run):
 
 
 # The quickstart's data outputs, digest by digest: a refactoring must leave them byte-identical. When a change
-# means to alter them, regenerate with `TOKENMILL_UPDATE_GOLDEN=1 python -m pytest tests/test_cli.py -k golden`
+# means to alter them, regenerate with `TOKENMILL_UPDATE_GOLDEN=1 python -m pytest tests/test_cli.py -k byte_identical`
 # and say why in the commit.
 GOLDEN = Path(__file__).parent / "golden" / "quickstart.json"
 GOLDEN_PATTERNS = [
