@@ -361,3 +361,16 @@ def test_an_error_never_prints_an_unbounded_input(tmp_path):
     with pytest.raises(SpecError) as raised:
         parse_pipeline(f"name: p\noutput: o\nbatch_docs: {huge}\nstages: [{{read: {{format: jsonl, paths: [a]}}}}]\n")
     assert "batch_docs" in str(raised.value) and len(str(raised.value)) < 400
+
+
+# --- 8. input listing problems reach the run's warnings ----------------------------------------------------------
+
+
+def test_a_symlink_loop_in_the_inputs_is_a_warning_of_the_run(tmp_path, client):
+    write_jsonl_shards(tmp_path / "in/sub", 1, 5)
+    (tmp_path / "in/sub/loop").symlink_to(tmp_path / "in", target_is_directory=True)
+    spec = pipeline_yaml(tmp_path / "p.yaml", str(tmp_path / "in"), tmp_path / "out")
+    result = tokenmill.run(spec, client=client)
+    assert result.ok and result.stats[0].docs_in == 5
+    assert any("symlink loop" in w for w in result.warnings)
+    assert "symlink loop" in (tmp_path / "out/report.md").read_text()

@@ -36,7 +36,7 @@ def run(
     if not isinstance(pipeline, Pipeline):
         pipeline = load_pipeline(pipeline, overrides)
     result = execute(pipeline, client=client, address=address, force=force, progress=progress)
-    result.warnings = emptied_warnings(result.stats)
+    result.warnings = result.warnings + emptied_warnings(result.stats)
     result.report = write_report(result)
     if strict and result.warnings:
         raise EmptyOutputError("; ".join(result.warnings))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+import warnings
 from typing import Any
 
 from distributed import Client, as_completed
@@ -79,6 +80,7 @@ class _Driver:
         # A LocalCluster started with `dashboard_address: null` serves no dashboard: print no link then.
         self.dashboard = bool(client or address or pipeline.cluster.address or pipeline.cluster.dashboard_address)
         self.started = time.perf_counter()
+        self.warnings: list[str] = []
 
     def get_client(self) -> Client:
         if self.client is None:
@@ -94,7 +96,10 @@ class _Driver:
         failed: dict[str, str] = {}
         total = skipped = 0
         for segment in plan.segments:
-            tasks = plan.tasks(segment, sources, prefix)
+            with warnings.catch_warnings(record=True) as caught:  # input listing problems (symlink loops, ...)
+                warnings.simplefilter("always")
+                tasks = plan.tasks(segment, sources, prefix)
+            self.warnings += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
             if not tasks:
                 raise InputNotFound(f"pipeline {plan.name!r}: the inputs hold no shards")
             if segment.index == 0:
@@ -141,6 +146,7 @@ class _Driver:
             failed=failed,
             analyses=analyses,
             artifacts=artifacts,
+            warnings=list(self.warnings),
             seconds=time.perf_counter() - self.started,
         )
 
