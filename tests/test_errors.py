@@ -454,3 +454,29 @@ def test_yaml_alias_bomb_and_python_tags_are_refused_by_validate(tmp_path: Path)
     (tmp_path / "tag.yaml").write_text("name: !!python/object/apply:os.system ['touch PWNED']\noutput: o\nstages: []\n")
     (line,) = errors(cli("validate", "tag.yaml", cwd=tmp_path))[1:]
     assert "invalid YAML" in line and not (tmp_path / "PWNED").exists()
+
+
+def test_an_unexpected_failure_is_still_one_line_naming_its_type(tmp_path: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    import tokenmill.api
+    from tokenmill.cli import main
+    from tokenmill.engine.stats import ConservationError
+
+    def broken(*args, **kwargs):
+        raise ConservationError("stage normalize: 3 in != 2 kept + 0 rejected + 0 errors")
+
+    monkeypatch.setattr(tokenmill.api, "execute", broken)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the CLI puts its working directory on sys.path
+    monkeypatch.chdir(tmp_path)
+    pipeline = write_yaml(tmp_path / "p.yaml", local_pipeline(tmp_path))
+    result = CliRunner().invoke(main, ["run", str(pipeline), "--quiet"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: internal error: ConservationError: stage normalize: 3 in != 2 kept + 0 rejected + 0 errors "
+        "(run `tokenmill --debug ...` for the traceback)"
+    ]
+    debug = CliRunner().invoke(main, ["--debug", "run", str(pipeline), "--quiet"])
+    assert debug.exit_code == 1 and "Traceback (most recent call last)" in debug.stderr
+    again = CliRunner().invoke(main, ["run", str(pipeline), "--quiet"])  # --debug does not stick
+    assert again.exit_code == 1 and "Traceback" not in again.stderr

@@ -34,10 +34,9 @@ def main(debug: bool) -> None:
     """tokenmill: raw web text to a trained language model, on Dask."""
     global _debug
     _debug = debug
-    if debug:
-        from tokenmill.engine import cluster
+    from tokenmill.engine import cluster
 
-        cluster.worker_log_level = logging.ERROR
+    cluster.worker_log_level = logging.ERROR if debug else logging.CRITICAL
     # User stages named by import path resolve against the current directory, as with `python -m`.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
