@@ -138,6 +138,10 @@ def test_cli_validate_prints_one_line_per_problem(tmp_path):
     assert "stages[1].normalize.unicode (line 5): must be one of NFC, NFKC (got 'NFD')" in proc.stderr
     good = tmp_path / "good.yaml"
     good.write_text(textwrap.dedent(GOOD))
-    proc = subprocess.run([sys.executable, "-m", "tokenmill", "validate", str(good)], capture_output=True, text=True)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a.jsonl").write_text('{"text": "hi"}\n')  # validate expands the input globs
+    proc = subprocess.run(
+        [sys.executable, "-m", "tokenmill", "validate", str(good)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stderr

@@ -1,26 +1,43 @@
-"""`tokenmill` command line: run, validate, sample-data, stages."""
+"""`tokenmill` command line: run, validate, sample-data, stages.
+
+Every failure ends the command with exit status 1 and one line per problem on stderr (`error: ...`), naming what
+failed and why; `tokenmill --debug ...` adds the traceback.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import traceback
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tokenmill.engine.cluster import ClusterError
 from tokenmill.engine.fsio import InputNotFound
 from tokenmill.engine.output_dir import OutputError
-from tokenmill.engine.spec import SpecError, load_pipeline
+from tokenmill.engine.spec import SpecError, check_pipeline, load_pipeline
 
 console = Console(stderr=True)
+# Failures a user can fix from the message alone: no "internal error" wording for them.
+EXPECTED = (SpecError, InputNotFound, ClusterError, OutputError, ImportError, OSError)
+MAX_SHARD_LINES = 20
+_debug = False
 
 
 @click.group()
 @click.version_option(package_name="tokenmill")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="On failure, print the full traceback too.")
+def main(debug: bool) -> None:
     """tokenmill: raw web text to a trained language model, on Dask."""
+    global _debug
+    _debug = debug
+    from tokenmill.engine import cluster
+
+    cluster.worker_log_level = logging.ERROR if debug else logging.CRITICAL
     # User stages named by import path resolve against the current directory, as with `python -m`.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
@@ -28,14 +45,24 @@ def main() -> None:
 
 @main.command()
 @click.argument("pipeline_file", type=click.Path(dir_okay=False))
-def validate(pipeline_file: str) -> None:
-    """Check a pipeline YAML without running it: one line per problem."""
+@click.option(
+    "--import",
+    "import_code",
+    is_flag=True,
+    help="Also import the user modules that `custom:` and `datatrove:` stages name (runs their code).",
+)
+def validate(pipeline_file: str, import_code: bool) -> None:
+    """Check a pipeline YAML without running it: one line per problem. Input globs are expanded; user modules
+    are not imported unless --import (see docs/security.md)."""
     try:
-        pipeline = load_pipeline(pipeline_file)
-    except SpecError as exc:
+        checked = check_pipeline(pipeline_file, import_code=import_code)
+    except Exception as exc:
         _fail(exc)
+    pipeline = checked.pipeline
     names = ", ".join(s.label for s in pipeline.stages)
-    console.print(f"[green]ok[/green] {pipeline_file}: {len(pipeline.stages)} stages ({names})")
+    console.print(f"[green]ok[/green] {escape(pipeline_file)}: {len(pipeline.stages)} stages ({escape(names)})")
+    for note in checked.notes:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command("run")
@@ -54,13 +81,17 @@ def run_command(
     try:
         pipeline = load_pipeline(pipeline_file, {"output": output} if output else None)
         result = run(pipeline, address=address, force=force, strict=False, progress=not quiet)
-    except (SpecError, InputNotFound, OutputError) as exc:
+    except Exception as exc:
         _fail(exc)
     _summary(result)
     if result.failed:
-        _fail(RuntimeError(f"{len(result.failed)} shard(s) failed; see {result.report}"))
+        for name, why in sorted(result.failed.items())[:MAX_SHARD_LINES]:
+            _error(f"shard {name}: {why}")
+        if len(result.failed) > MAX_SHARD_LINES:
+            _error(f"... {len(result.failed) - MAX_SHARD_LINES} more failed shard(s) in the report")
+        _fail(RuntimeError(f"{len(result.failed)} shard(s) failed; see {result.report}"), expected=True)
     if strict and result.warnings:
-        _fail(EmptyOutputError("--strict: " + "; ".join(result.warnings)))
+        _fail(EmptyOutputError("--strict: " + "; ".join(result.warnings)), expected=True)
 
 
 def _summary(result) -> None:
@@ -119,8 +150,8 @@ def quality_train(config_file: str) -> None:
 
     try:
         report = train_classifier(load_training_config(config_file))
-    except (SpecError, InputNotFound, ValueError, RuntimeError) as exc:
-        _fail(exc)
+    except (SpecError, InputNotFound, ValueError, RuntimeError, OSError) as exc:
+        _fail(exc, expected=True)
     table = Table(title=f"quality classifier: held-out split ({report['heldout_fraction']:.0%})")
     for column in ("class", "label", "selected", "train", "held out"):
         table.add_column(column, justify="left" if column in ("class", "label") else "right")
@@ -133,9 +164,30 @@ def quality_train(config_file: str) -> None:
     console.print(f"model: {report['model']}")
 
 
-def _fail(exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+def _fail(exc: BaseException, expected: bool | None = None) -> None:
+    """End the command: exit status 1 and the failure as one line (a SpecError: one line per problem); with
+    `--debug`, the traceback first. Unexpected exceptions (bugs) say so and name their type."""
+    if _debug:
+        console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True)
+    if expected is None:
+        expected = isinstance(exc, EXPECTED)
+    _error(describe_failure(exc) if expected else f"internal error: {type(exc).__name__}: {exc}{_DEBUG_HINT}")
     raise SystemExit(1)
+
+
+_DEBUG_HINT = " (run `tokenmill --debug ...` for the traceback)"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failure the user can act on, in their terms: an OSError names its file, an ImportError its module."""
+    if isinstance(exc, OSError) and not isinstance(exc, InputNotFound) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"{type(exc).__name__}:{where}: {exc.strerror}"
+    return str(exc)
+
+
+def _error(message: str) -> None:
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _add_model_commands() -> None:

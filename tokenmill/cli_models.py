@@ -7,14 +7,15 @@ import os
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 console = Console(stderr=True)
 
 
 def _fail(exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-    raise SystemExit(1)
+    """One line (a config's problems: one line each), exit status 1; `tokenmill --debug` adds the traceback."""
+    from tokenmill.cli import _fail as fail
+
+    fail(exc, expected=True)
 
 
 def _load(path: str, model: type, what: str, expected: str, drop: tuple[str, ...] = (), **overrides) -> tuple:

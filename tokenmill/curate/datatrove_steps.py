@@ -15,9 +15,10 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from tokenmill.curate.custom import import_callable
+from tokenmill.curate.custom import import_callable, split_import_path
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.registry import register
+from tokenmill.engine.spec import imports_user_code
 from tokenmill.engine.stage import DocumentStage, Outcomes
 
 STEP_MODULES = ("datatrove.pipeline.filters", "datatrove.pipeline.formatters")
@@ -56,6 +57,27 @@ def resolve_step(step: str) -> type:
     if not (inspect.isclass(target) and issubclass(target, bases)):
         raise ValueError(f"{step!r} is not a datatrove filter or formatter; available: {', '.join(available_steps())}")
     return target
+
+
+def names_user_code(step: str) -> bool:
+    """True when `step` is an import path outside datatrove (a user's module, imported only when allowed)."""
+    return ("." in step or ":" in step) and not step.startswith("datatrove.")
+
+
+def missing_dependencies(cls: type) -> str | None:
+    """`pip install ...` for the optional packages a datatrove step declares (`_requires_dependencies`) and that
+    are not installed, exactly as datatrove checks when the step is built; None when all are there."""
+    from datatrove.utils._import_utils import check_required_dependencies
+
+    required = [dep for klass in cls.__mro__ for dep in getattr(klass, "_requires_dependencies", None) or ()]
+    if not required:
+        return None
+    try:
+        check_required_dependencies(cls.__name__, required)
+    except ImportError as exc:
+        command = re.search(r"pip install [^`]+", str(exc))
+        return command.group(0) if command else str(exc)
+    return None
 
 
 def reason_name(step_name: str, reason: Any) -> str:
@@ -105,18 +127,31 @@ class DatatroveStep(DocumentStage):
     @field_validator("step")
     @classmethod
     def _known_step(cls, value: str) -> str:
-        resolve_step(value)
+        if names_user_code(value):
+            split_import_path(value)
+            if not imports_user_code():
+                return value
+        step = resolve_step(value)
+        missing = missing_dependencies(step)
+        if missing:
+            raise ValueError(f"{step.__name__} needs optional packages that are not installed: {missing}")
         return value
 
     @model_validator(mode="after")
     def _valid_args(self) -> DatatroveStep:
         if "exclusion_writer" in self.args:
             raise ValueError("args.exclusion_writer: not supported; use `write: {rejected: true}` to keep rejections")
+        if names_user_code(self.step) and not imports_user_code():
+            return self
         try:
             inspect.signature(resolve_step(self.step)).bind(**self.args)
         except TypeError as exc:
             raise ValueError(f"args for {self.step}: {exc}") from exc
         return self
+
+    def user_code(self) -> tuple[str, str] | None:
+        """The key naming user code and its import path, for `validate` to say it was not imported."""
+        return ("step", self.step) if names_user_code(self.step) and not imports_user_code() else None
 
     @property
     def step_name(self) -> str:
@@ -127,7 +162,10 @@ class DatatroveStep(DocumentStage):
         return f"datatrove:{self.step_name}"
 
     def setup(self) -> None:
-        cls = resolve_step(self.step)
+        try:
+            cls = resolve_step(self.step)
+        except ValueError as exc:  # a user's module the worker cannot import: this shard's one-line failure
+            raise ImportError(f"{self.label}: {exc} (it must be importable on every worker)") from exc
         kwargs = dict(self.args)
         if "exclusion_writer" in inspect.signature(cls).parameters:
             kwargs["exclusion_writer"] = None  # never let a step write files outside our output

@@ -86,15 +86,56 @@ class DocumentStage(Stage):
         raise NotImplementedError
 
     def process_batch(self, docs: list[Doc], out: Outcomes) -> list[Doc]:
-        """Run `process` on each document; an exception costs that one document, never the task."""
+        """Run `process` on each document; an exception costs that one document, never the task, and so does an
+        unusable result: a return value that is neither None nor a reason string, or a document left with a text,
+        id, source, url or meta of the wrong type (error `invalid_output:<what>`; the rejected output keeps the
+        document with its original text and id)."""
         kept = []
         for doc in docs:
             out.seen(doc.nbytes)
-            before = doc.text
+            before, doc_id = doc.text, doc.id
             try:
                 reason = self.process(doc)
             except Exception as exc:  # one bad document must not kill the shard
                 out.error(doc, f"exception:{type(exc).__name__}", f"{self.label}: {doc.id}: {exc!r}"[:500])
+                continue
+            if not (
+                isinstance(doc.text, str)
+                and isinstance(doc.id, str)
+                and (reason is None or (isinstance(reason, str) and reason))
+                and isinstance(doc.source, str)
+                and (doc.url is None or isinstance(doc.url, str))
+                and isinstance(doc.meta, dict)
+            ):  # the writer could not store it: this document's error, not the shard's
+                if reason is not None and not (isinstance(reason, str) and reason):
+                    what, why = "return", f"returned {reason!r:.80} ({type(reason).__name__}); return None to keep "
+                    why += "the document or a non-empty reason string to reject it"
+                else:
+                    what = next(
+                        name
+                        for name, ok in (
+                            ("text", isinstance(doc.text, str)),
+                            ("id", isinstance(doc.id, str)),
+                            ("source", isinstance(doc.source, str)),
+                            ("url", doc.url is None or isinstance(doc.url, str)),
+                            ("meta", isinstance(doc.meta, dict)),
+                        )
+                        if not ok
+                    )
+                    why = f"set {what} to {type(getattr(doc, what)).__name__}, not " + (
+                        "dict" if what == "meta" else "str or None" if what == "url" else "str"
+                    )
+                if not isinstance(doc.text, str):
+                    doc.text = before
+                if not isinstance(doc.id, str):
+                    doc.id = doc_id
+                if not isinstance(doc.source, str):
+                    doc.source = ""
+                if doc.url is not None and not isinstance(doc.url, str):
+                    doc.url = None
+                if not isinstance(doc.meta, dict):
+                    doc.meta = {}
+                out.error(doc, f"invalid_output:{what}", f"{self.label}: {doc.id}: {why}"[:500])
                 continue
             if reason is not None:
                 out.reject(doc, reason)

@@ -14,7 +14,9 @@ import contextlib
 import functools
 import importlib.util
 import io
+import mmap
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,111 @@ from tokenmill.engine.stage import DocumentStage, Outcomes
 
 LABEL_PREFIX = "__label__"
 BUNDLED_MODEL = "lid.176.ftz"
+FASTTEXT_MAGIC = 793712314  # the first int32 of every fastText .bin/.ftz
+FASTTEXT_VERSION = 12
+_KSUB = 256  # centroids per product-quantizer subspace (fastText's nbits = 8)
+
+
+class _Truncated(Exception):
+    pass
+
+
+def fasttext_model_problem(path: str) -> str | None:
+    """Why the local file at `path` is not a complete fastText model (None when it is), found by walking its
+    layout (header, arguments, dictionary, input and output matrices, dense or quantized) without loading it.
+
+    fastText's own loader does not check: on a truncated file it allocates without bound (a Dask worker is then
+    killed for memory), spins, or dies of SIGSEGV/SIGFPE, taking its process with it. Walking the dictionary
+    costs milliseconds for lid.176.ftz and about a second for a million-word .bin.
+    """
+    size = os.path.getsize(path)
+    if size < 8:
+        return f"the file has {size} bytes; a fastText model starts with an 8-byte header"
+    section = "header"
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        pos = 0
+
+        def take(fmt: str) -> tuple:
+            nonlocal pos
+            n = struct.calcsize(fmt)
+            if pos + n > size:
+                raise _Truncated
+            values = struct.unpack_from(fmt, data, pos)
+            pos += n
+            return values
+
+        def skip(n: int) -> None:
+            nonlocal pos
+            if n < 0:
+                raise ValueError
+            pos += n
+            if pos > size:
+                raise _Truncated
+
+        def matrix(quantized: bool) -> None:
+            if quantized:
+                qnorm, m, _n, codesize = take("<?qqi")
+                skip(codesize)
+                quantizer()
+                if qnorm:
+                    skip(m)
+                    quantizer()
+            else:
+                m, n = take("<qq")
+                skip(4 * m * n) if m >= 0 and n >= 0 else skip(-1)
+
+        def quantizer() -> None:
+            dim, _nsubq, _dsub, _lastdsub = take("<iiii")
+            skip(4 * dim * _KSUB)
+
+        try:
+            magic, version = take("<ii")
+            if magic != FASTTEXT_MAGIC:
+                return "not a fastText model (the file does not start with fastText's magic number)"
+            if not 0 < version <= FASTTEXT_VERSION:
+                return f"fastText format version {version} is not supported (at most {FASTTEXT_VERSION})"
+            take("<12id")  # dim, ws, epoch, minCount, neg, wordNgrams, loss, model, bucket, minn, maxn, lrUpdateRate, t
+            section = "dictionary"
+            words, _nwords, _nlabels, _ntokens, pruned = take("<iiiqq")
+            if words < 0:
+                raise ValueError
+            for _ in range(words):  # word\0, int64 count, int8 type
+                end = data.find(b"\0", pos)
+                if end < 0:
+                    raise _Truncated
+                pos = end + 1
+                skip(9)
+            skip(8 * max(0, pruned))
+            section = "input matrix"
+            (quantized,) = take("<?")
+            matrix(quantized)
+            section = "output matrix"
+            (quantized_output,) = take("<?")
+            matrix(quantized and quantized_output)
+        except _Truncated:
+            return f"the file is truncated: its {size:,} bytes end inside the {section}"
+        except (ValueError, struct.error):
+            return f"the file is corrupt: impossible sizes in its {section}"
+    if pos != size:
+        return f"the file is corrupt: {size - pos:,} bytes follow the end of the model"
+    return None
+
+
+@functools.lru_cache(maxsize=16)
+def _checked_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    return fasttext_model_problem(path)
+
+
+def check_fasttext_model(path: str, stage: str) -> None:
+    """ValueError (one line naming the stage and the file) unless `path` holds a complete fastText model; checked
+    once per file version and process, before fastText's loader can crash the process on it."""
+    try:
+        stat = os.stat(path)
+        problem = _checked_problem(path, stat.st_size, stat.st_mtime_ns)
+    except OSError as exc:
+        problem = f"cannot read it: {exc.strerror or exc}"
+    if problem:
+        raise ValueError(f"{stage}: {path} is not a usable fastText model: {problem}")
 
 
 def bundled_model_path() -> Path:
@@ -113,6 +220,7 @@ class LanguageID(DocumentStage):
         path = os.path.abspath(os.path.expanduser(value))
         if not os.path.isfile(path):
             raise ValueError(f"model file not found: {value} (fastText needs a local file)")
+        check_fasttext_model(path, "language")
         return path
 
     def model_post_init(self, context: Any) -> None:
@@ -128,6 +236,8 @@ class LanguageID(DocumentStage):
         return {"language": pa.string(), "language_score": pa.float32()}
 
     def setup(self) -> None:
+        if self.model:  # again on the worker: the file may have changed since validation
+            check_fasttext_model(self.model, "language")
         self._model = load_model(self.model or str(bundled_model_path()))
 
     def process(self, doc: Doc) -> str | None:

@@ -20,6 +20,7 @@ import pyarrow as pa
 from fsspec.core import url_to_fs
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field, field_validator
 
+from tokenmill.curate.filters.language import check_fasttext_model
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.registry import register
 from tokenmill.engine.stage import DocumentStage, Outcomes
@@ -88,11 +89,16 @@ class QualityClassifier(DocumentStage):
     @field_validator("model")
     @classmethod
     def _model_exists(cls, value: str) -> str:
-        fs, path = url_to_fs(value)
+        try:
+            fs, path = url_to_fs(value)
+        except ImportError as exc:  # s3:// without s3fs, ...
+            raise ValueError(f"cannot open {value}: {exc}") from None
         if _is_local(fs):  # absolute, so workers started elsewhere find it
             value = path = os.path.abspath(os.path.expanduser(path))
         if not fs.isfile(path):
             raise ValueError(f"model file not found: {value}")
+        if _is_local(fs):  # a remote model is checked on the worker, once fetched
+            check_fasttext_model(path, "quality")
         return value
 
     @computed_field  # type: ignore[prop-decorator]
@@ -113,6 +119,7 @@ class QualityClassifier(DocumentStage):
         fs, path = url_to_fs(self.model)
         if not _is_local(fs):  # fastText reads only local files: fetch a remote model into a local cache
             path = fsspec.open_local(f"simplecache::{self.model}")
+        check_fasttext_model(path, "quality")  # fastText's loader may crash the worker on a truncated file
         self._model = fasttext.load_model(path)
         known = self._model.get_labels()
         if self.positive_label not in known:
