@@ -37,8 +37,9 @@ from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParser
 
 from tokenmill.curate.readers.base import Reader, damage_summary, make_doc
 from tokenmill.curate.readers.extract import Extractor, decode_html, extract_text
+from tokenmill.engine.compressed import Damage, VerifiedReader
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.fsio import Damage, VerifiedReader, display_path
+from tokenmill.engine.listing import display_path
 from tokenmill.engine.registry import register_reader
 from tokenmill.engine.stage import Outcomes, Shard
 
