@@ -30,10 +30,11 @@ from tokenmill.curate.readers import JsonlReader, ParquetReader, TextReader, War
 from tokenmill.curate.readers import warc as warc_module
 from tokenmill.curate.readers.charsets import ENCODINGS, LABELS, encoding_for_label
 from tokenmill.curate.readers.extract import decode_html
-from tokenmill.engine import fsio
+from tokenmill.engine import compressed
+from tokenmill.engine.compressed import CorruptInput, open_decompressed
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.executor import process_shard
-from tokenmill.engine.fsio import CorruptInput, InputWarning, open_decompressed
+from tokenmill.engine.listing import InputWarning
 from tokenmill.engine.spec import parse_pipeline
 from tokenmill.engine.stage import Outcomes, SourceStage
 from tokenmill.engine.stats import StageStats
@@ -473,7 +474,7 @@ def test_members_split_mid_line_count_the_lines_they_touch(tmp_path: Path) -> No
 def test_single_member_over_the_buffer_is_verified_before_any_line_is_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fsio, "VERIFY_BUFFER_BYTES", 4096)  # the member (~10 kB) is checked, then re-read
+    monkeypatch.setattr(compressed, "VERIFY_BUFFER_BYTES", 4096)  # the member (~10 kB) is checked, then re-read
     data = jsonl_lines(0, 100)
     good = tmp_path / "good.jsonl.gz"
     good.write_bytes(gzip.compress(data))

@@ -19,8 +19,9 @@ import numpy as np
 import xxhash
 from pydantic import Field, PrivateAttr, computed_field, model_validator
 
+from tokenmill.engine.compressed import open_decompressed
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.fsio import InputNotFound, common_root, expand_paths, open_decompressed, relative_name
+from tokenmill.engine.fsio import InputNotFound, common_root, expand_paths, relative_name
 from tokenmill.engine.registry import register
 from tokenmill.engine.stage import DocumentFilter
 

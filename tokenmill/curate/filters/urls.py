@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, computed_field, field_validator, model_validator
 
+from tokenmill.engine.compressed import open_decompressed
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.fsio import InputNotFound, expand_paths, open_decompressed
+from tokenmill.engine.fsio import InputNotFound, expand_paths
 from tokenmill.engine.registry import register
 from tokenmill.engine.stage import DocumentFilter
 

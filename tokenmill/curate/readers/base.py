@@ -8,8 +8,10 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from tokenmill.engine.compressed import Damage
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.fsio import Damage, broken_symlink, common_root, display_path, expand_paths, relative_name
+from tokenmill.engine.fsio import common_root, expand_paths, relative_name
+from tokenmill.engine.listing import broken_symlink, display_path
 from tokenmill.engine.stage import Outcomes, Shard, SourceStage
 
 DEFAULT_MAX_DOC_BYTES = 32 * 1024 * 1024
@@ -88,7 +90,7 @@ class Reader(SourceStage):
 
     def shards(self) -> list[Shard]:
         """One shard per input file. A shard's `name` (the prefix of its document ids) is valid UTF-8 even when the
-        file name is not: undecodable bytes are written `\\xNN` (see `fsio.display_path`)."""
+        file name is not: undecodable bytes are written `\\xNN` (see `listing.display_path`)."""
         found = self.input_files()
         root = common_root([url for url, _, _ in found])
         return [

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from tokenmill.curate.readers.base import Reader, count_errors, damage_summary, make_doc
+from tokenmill.engine.compressed import Damage, VerifiedReader
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.fsio import Damage, VerifiedReader, display_path
+from tokenmill.engine.listing import display_path
 from tokenmill.engine.registry import register_reader
 from tokenmill.engine.stage import Outcomes, Shard
 
@@ -27,7 +28,7 @@ def _lookup(record: dict[str, Any], dotted: str) -> Any:
 def numbered_lines(url: str) -> Iterator[tuple[int, bytes] | tuple[int, int, Damage]]:
     """The lines of a (compressed) file as (line number, bytes with their newline), from verified bytes only.
 
-    A damaged member (see `fsio.VerifiedReader`) appears as (first line number, number of lines, damage): the
+    A damaged member (see `compressed.VerifiedReader`) appears as (first line number, number of lines, damage): the
     lines it touches, from the start of the line it interrupts to the end of the line it leaves unfinished (at
     least one), none of which is returned. When reading resumes at a later member whose start lies inside such an
     unfinished line, the rest of that line is skipped (it is part of the count).

@@ -9,8 +9,9 @@ from typing import Literal
 from pydantic import Field
 
 from tokenmill.curate.readers.base import Reader, count_errors, damage_summary, make_doc
+from tokenmill.engine.compressed import Damage, VerifiedReader
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.fsio import Damage, VerifiedReader, display_path
+from tokenmill.engine.listing import display_path
 from tokenmill.engine.registry import register_reader
 from tokenmill.engine.stage import Outcomes, Shard
 
