@@ -79,8 +79,25 @@ def fix_mojibake(text: str) -> str:
     """Exactly `ftfy.fix_text(text, _FTFY_CONFIG)`, with ftfy run only on the runs of segments it could change."""
     if not _FAST_PATH:
         return ftfy.fix_text(text, _FTFY_CONFIG)
+    spans = _suspect_spans(text)
+    if not spans:
+        return text
+    # A run of whole segments is segmented by fix_text exactly as it is inside the full text.
+    out = []
+    done = 0
+    for start, end in spans:
+        out.append(text[done:start])
+        out.append(ftfy.fix_text(text[start:end], _FTFY_CONFIG))
+        done = end
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _suspect_spans(text: str) -> list[list[int]]:
+    """Merged [start, end) runs of the ftfy segments of `text` that BADNESS_RE or a surrogate may hit: a superset of
+    the segments ftfy could change."""
     n = len(text)
-    spans: list[list[int]] = []  # merged [start, end) runs of ftfy segments that may change
+    spans: list[list[int]] = []
     pos = 0
     while (trigger := _TRIGGER.search(text, pos)) is not None:
         p = trigger.start()
@@ -97,17 +114,7 @@ def fix_mojibake(text: str) -> str:
             pos = end
         else:
             pos = p + 1
-    if not spans:
-        return text
-    # A run of whole segments is segmented by fix_text exactly as it is inside the full text.
-    out = []
-    done = 0
-    for start, end in spans:
-        out.append(text[done:start])
-        out.append(ftfy.fix_text(text[start:end], _FTFY_CONFIG))
-        done = end
-    out.append(text[done:])
-    return "".join(out)
+    return spans
 
 
 @register("normalize")
