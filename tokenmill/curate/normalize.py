@@ -48,7 +48,7 @@ _FTFY_CONFIG = ftfy.TextFixerConfig(
 #
 # Deciding (a) by running BADNESS_RE over every segment is itself slow (~8 MB/s: ~37 alternatives tried at every
 # position). Every alternative must match at least one character of `_TRIGGER` (a single character class, which the
-# regex engine scans at memchr-like speed; tests/test_normalize.py proves this alternative by alternative from the
+# regex engine scans in one tight loop; tests/test_normalize.py proves this alternative by alternative from the
 # parsed BADNESS_RE). A BADNESS_RE match is at most `_WIDTH` characters long, so a segment is bad only if
 # BADNESS_RE matches inside the segment within `_WIDTH - 1` characters of one of its trigger characters: that
 # window is what `_BAD` is searched over. `_BAD` is BADNESS_RE with its one anchored alternative `^[ÃÂ][ ]`
