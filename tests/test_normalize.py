@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from unittest import mock
 
+import ftfy
 import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tokenmill.curate.normalize import Normalize, normalize_text
+from tokenmill.curate import normalize as normalize_module
+from tokenmill.curate.normalize import _FTFY_CONFIG, Normalize, fix_mojibake, normalize_text
 from tokenmill.engine.documents import Doc
 from tokenmill.engine.stage import Outcomes
 from tokenmill.engine.stats import StageStats
@@ -188,3 +191,226 @@ def test_ascii_text_never_changes_except_whitespace_and_controls(text: str) -> N
     out = normalize_text(ascii_text)
     assert out.isascii()
     assert out.split() == re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", ascii_text).replace("\r", "\n").split()
+
+
+# --- The exact ftfy pre-check ----------------------------------------------------------------------------------------
+
+
+def _normalize_text_reference(text: str, **opts) -> str:
+    """Today's path before the pre-check: ftfy's encoding repair on every non-ASCII text, then the same steps."""
+    fix_encoding = opts.pop("fix_encoding", True)
+    if fix_encoding and not text.isascii():
+        fixed = ftfy.fix_text(text, _FTFY_CONFIG)
+        # normalize_text skips NFC when the *input* is ASCII; NFC of an ASCII result is the identity anyway.
+        return normalize_text(fixed, fix_encoding=False, **opts)
+    return normalize_text(text, fix_encoding=fix_encoding, **opts)
+
+
+def _walk(items):
+    """Every (op, argument) node of a parsed pattern, nested ones included."""
+    for op, av in items:
+        yield op, av
+        if isinstance(av, tuple | list):
+            for sub in av:
+                if hasattr(sub, "data"):
+                    yield from _walk(sub.data)
+                elif isinstance(sub, list) and sub and isinstance(sub[0], list | tuple) and hasattr(sub[0], "data"):
+                    for alt in sub:
+                        yield from _walk(alt.data)
+        if hasattr(av, "data"):
+            yield from _walk(av.data)
+
+
+def _charset(op, av, constants) -> set[str] | None:
+    """The characters a LITERAL or plain (non-negated, category-free) IN node matches; None for anything else."""
+    if op is constants.LITERAL:
+        return {chr(av)}
+    if op is constants.IN:
+        chars: set[str] = set()
+        for sub_op, sub_av in av:
+            if sub_op is constants.LITERAL:
+                chars.add(chr(sub_av))
+            elif sub_op is constants.RANGE:
+                chars.update(chr(c) for c in range(sub_av[0], sub_av[1] + 1))
+            else:
+                return None
+        return chars
+    return None
+
+
+def test_precheck_covers_every_badness_alternative() -> None:
+    """The proof behind the pre-check, on the installed ftfy's own BADNESS_RE: every alternative has a required
+    character class wholly inside _TRIGGER, no match is longer than _WIDTH, and the only context-dependent construct
+    is the one `^` that _BAD drops (no lookarounds or back-references, which a windowed search could not honour)."""
+    try:
+        import re._constants as constants
+        import re._parser as parser
+    except ImportError:  # Python < 3.11
+        import sre_constants as constants  # type: ignore[no-redef]
+        import sre_parse as parser  # type: ignore[no-redef]
+
+    assert normalize_module._FAST_PATH, f"ftfy {ftfy.__version__}: re-check the argument in normalize.py"
+    tree = parser.parse(ftfy.badness.BADNESS_RE.pattern, ftfy.badness.BADNESS_RE.flags)
+    assert tree.getwidth()[1] == normalize_module._WIDTH
+    [(op, (_, branches))] = tree.data
+    assert op is constants.BRANCH and len(branches) > 30
+    trigger = normalize_module._TRIGGER
+    anchored = 0
+    for branch in branches:
+        nodes = list(_walk(branch.data))
+        assert not any(op in (constants.ASSERT, constants.ASSERT_NOT, constants.GROUPREF) for op, _ in nodes)
+        anchored += sum(op is constants.AT for op, _ in nodes)
+        # Required nodes are the top-level ones of the alternative's sequence (an optional `\s?` is a MAX_REPEAT).
+        required = [_charset(op, av, constants) for op, av in branch.data]
+        assert any(chars and all(trigger.fullmatch(ch) for ch in chars) for chars in required), branch
+    assert anchored == 1
+    assert not trigger.fullmatch("\n") and not any(trigger.fullmatch(chr(c)) for c in range(128))
+
+
+def test_precheck_is_per_segment() -> None:
+    # ftfy judges each line on its own: '^[ÃÂ] ' is bad at a line start, which is not the start of the whole text.
+    text = "1\n\u00c3 la carte"
+    assert not ftfy.badness.is_bad(text)
+    assert ftfy.fix_text(text, _FTFY_CONFIG) == fix_mojibake(text) == "1\n\u00e0 la carte"
+    # The longest alternative, 'ГўВЂВ.[A-Za-z ]', matched by nothing shorter: its window must reach all 7 characters.
+    longest = "\u0413\u045e\u0412\u0402\u0412\u0436a"
+    assert ftfy.badness.is_bad(longest) and normalize_module._suspect_spans(longest) == [[0, 7]]
+    mixed = "clean line \u00e9\nCaf\u00c3\u00a9 ouvert\nanother clean \u00fc\n\u65e5\u672c\n"
+    with mock.patch.object(ftfy, "fix_text", wraps=ftfy.fix_text) as spy:
+        assert fix_mojibake(mixed) == "clean line \u00e9\nCaf\u00e9 ouvert\nanother clean \u00fc\n\u65e5\u672c\n"
+    assert [call.args[0] for call in spy.call_args_list] == ["Caf\u00c3\u00a9 ouvert\n"]  # only the bad line
+
+
+def test_clean_multilingual_text_skips_ftfy() -> None:
+    clean = [
+        "Caf\u00e9, na\u00efve fa\u00e7ade, \u00e0 la carte, \u00fcber, se\u00f1or, \u0153uvre",
+        "\u0412\u0441\u0435 \u043b\u044e\u0434\u0438 \u0440\u043e\u0436\u0434\u0430\u044e\u0442\u0441\u044f",
+        "\u0388\u03bb\u03bb\u03b7\u03bd\u03b5\u03c2 \u03ba\u03b1\u03b9 \u039a\u03c1\u03ae\u03c4\u03b7",
+        "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8\n\ud55c\uad6d\uc5b4",
+        "\u0627\u0644\u0639\u0631\u0628\u064a\u0629 \u05e2\u05d1\u05e8\u05d9\u05ea",
+        "\u0939\u093f\u0928\u094d\u0926\u0940 \u0e44\u0e17\u0e22",
+        "it\u2019s \u201cquoted\u201d \u2014 \u00c9cole, \u00c0 bient\u00f4t",
+    ]
+    with mock.patch.object(ftfy, "fix_text", wraps=ftfy.fix_text) as spy:
+        for text in clean:
+            assert fix_mojibake(text) == text == ftfy.fix_text(text, _FTFY_CONFIG)
+    assert spy.call_count == len(clean)  # only the reference calls above; fix_mojibake never needed ftfy
+
+
+# Text that can hold mojibake: characters of every class BADNESS_RE names, as themselves and as UTF-8 misread as
+# Latin-1, Windows-1252 or MacRoman (once or twice), with C1 controls, surrogates, U+FFFD and line breaks between.
+BADNESS_CHARS = sorted(
+    {ch for chars in ftfy.badness.MOJIBAKE_CATEGORIES.values() for ch in re.sub(r"(.)-(.)", "", chars)}
+    | {
+        chr(c)
+        for chars in ftfy.badness.MOJIBAKE_CATEGORIES.values()
+        for a, b in re.findall(r"(.)-(.)", chars)
+        for c in range(ord(a), ord(b) + 1)
+    }
+)
+SOURCE = st.text(
+    st.one_of(
+        st.sampled_from(BADNESS_CHARS + list(" \n\tae.,!?1\u00a0\ufffd\u0442\u05d0\u4e2d\U0001f642")),
+        st.characters(min_codepoint=0x80, max_codepoint=0x2FFF),
+        st.characters(min_codepoint=0, max_codepoint=0x10FFFF),
+    ),
+    max_size=40,
+)
+
+
+def _misread(text: str, codec: str) -> str:
+    return text.encode("utf-8", "surrogatepass").decode(codec, "replace")
+
+
+mojibake = st.builds(_misread, SOURCE, st.sampled_from(["latin-1", "cp1252", "mac_roman", "sloppy-windows-1252"]))
+double_mojibake = st.builds(lambda t: _misread(_misread(t, "cp1252"), "latin-1"), SOURCE)
+pieces = st.one_of(SOURCE, mojibake, double_mojibake, st.sampled_from(["\n", "\r\n", "\x85", "\ud800", "\ufffd", " "]))
+mixed_texts = st.lists(pieces, max_size=8).map("".join)
+
+
+def _ftfy_segments(text: str, max_segment: int) -> list[tuple[int, int]]:
+    """fix_text's own segmentation, written out again: lines, sliced every max_segment characters when longer."""
+    segments = []
+    pos = 0
+    while pos < len(text):
+        end = text.find("\n", pos) + 1 or len(text)
+        end = min(end, pos + max_segment)
+        segments.append((pos, end))
+        pos = end
+    return segments
+
+
+# Dense in BADNESS_RE's characters and in what its alternatives put around them (letters, spaces, line breaks).
+# The literal runs of BADNESS_RE's longer alternatives ('ГўВЂВ.[A-Za-z ]' is the longest) make long matches likely.
+FRAGMENTS = [
+    "\u0413\u045e\u0412\u0402\u0412",
+    "\u0432\u0402",
+    "\u201a\u00c4",
+    "\u03b2\u20ac",
+    "\u0101\u20ac",
+    "\u00d8\u00b7\u00d9",
+]
+dense_texts = st.lists(
+    st.one_of(
+        st.sampled_from(BADNESS_CHARS),
+        st.sampled_from(list("aZ \n\t\u00a0.\ud800\udc00\u0416\u0436")),
+        st.sampled_from(FRAGMENTS),
+    ),
+    max_size=40,
+).map("".join)
+
+
+@PROPERTY
+@given(st.one_of(dense_texts, mixed_texts, texts), st.sampled_from([1, 2, 3, 5, 8, 1_000_000]))
+def test_every_segment_ftfy_could_change_is_routed(text: str, max_segment: int) -> None:
+    # The condition itself, stronger than equal outputs: each segment on which ftfy's is_bad holds or which holds a
+    # surrogate (the only segments fix_and_explain can change with our config) lies inside a routed span.
+    with mock.patch.object(normalize_module, "_MAX_SEGMENT", max_segment):
+        spans = normalize_module._suspect_spans(text)
+    for start, end in _ftfy_segments(text, max_segment):
+        segment = text[start:end]
+        if ftfy.badness.is_bad(segment) or re.search("[\ud800-\udfff]", segment):
+            assert any(a <= start and end <= b for a, b in spans), (segment, spans)
+    for a, b in spans:  # spans are runs of whole segments
+        assert any(s == a for s, _ in _ftfy_segments(text, max_segment)) or a == 0
+        assert b == len(text) or any(e == b for _, e in _ftfy_segments(text, max_segment))
+
+
+@PROPERTY
+@given(st.one_of(mixed_texts, dense_texts, texts))
+def test_fix_mojibake_equals_ftfy(text: str) -> None:
+    assert fix_mojibake(text) == ftfy.fix_text(text, _FTFY_CONFIG)
+
+
+@PROPERTY
+@given(st.one_of(mixed_texts, dense_texts), st.integers(1, 12))
+def test_fix_mojibake_equals_ftfy_when_long_lines_are_sliced(text: str, max_segment: int) -> None:
+    # ftfy cuts lines longer than max_decode_length into slices; shrink it so that the slicing is exercised.
+    config = _FTFY_CONFIG._replace(max_decode_length=max_segment)
+    with (
+        mock.patch.object(normalize_module, "_FTFY_CONFIG", config),
+        mock.patch.object(normalize_module, "_MAX_SEGMENT", max_segment),
+    ):
+        assert fix_mojibake(text) == ftfy.fix_text(text, config)
+
+
+@PROPERTY
+@given(st.one_of(mixed_texts, dense_texts, texts), options)
+def test_normalize_text_equals_todays_path(text: str, opts: dict) -> None:
+    assert normalize_text(text, **opts) == _normalize_text_reference(text, **opts)
+
+
+def test_identical_to_todays_path_on_every_mini_pile_document(pile_dir) -> None:
+    from tokenmill.curate.readers import PileReader
+
+    reader = PileReader(paths=str(pile_dir / "*.jsonl.zst"))
+    docs = [doc for shard in reader.shards() for doc in reader.read(shard, Outcomes(StageStats("read")))]
+    multilingual = [doc for doc in docs if doc.source in ("pile/UDHR", "pile/Genesis")]
+    assert len(docs) > 4000 and len(multilingual) > 300
+    changed = 0
+    for doc in docs:
+        fixed = fix_mojibake(doc.text)
+        assert fixed == ftfy.fix_text(doc.text, _FTFY_CONFIG), doc.id
+        assert normalize_text(doc.text) == _normalize_text_reference(doc.text), doc.id
+        changed += fixed != doc.text
+    assert changed >= 50  # the mis-decoded UDHR translations and Webtext/ABC-News mojibake really are repaired

@@ -38,6 +38,84 @@ _FTFY_CONFIG = ftfy.TextFixerConfig(
     explain=False,
 )
 
+# --- Exact pre-check for ftfy ----------------------------------------------------------------------------------------
+# `ftfy.fix_text(text, _FTFY_CONFIG)` fixes each segment independently (a segment is a line with its "\n", or a
+# `max_decode_length` slice of a longer line) with `fix_and_explain`, which, with only the fixes above enabled, returns
+# a segment unchanged unless (a) `ftfy.badness.is_bad(segment)` (`BADNESS_RE.search`; its first alternative is any C1
+# control, so this also covers `fix_c1_controls`, and `restore_byte_a0`, `replace_lossy_sequences` and
+# `decode_inconsistent_utf8` only run inside `fix_encoding` after `is_bad`) or (b) the segment holds a surrogate
+# (`fix_surrogates`). So only segments where (a) or (b) may hold go through ftfy; the others are kept as they are.
+#
+# Deciding (a) by running BADNESS_RE over every segment is itself slow (~8 MB/s: ~37 alternatives tried at every
+# position). Every alternative must match at least one character of `_TRIGGER` (a single character class, which the
+# regex engine scans in one tight loop; tests/test_normalize.py proves this alternative by alternative from the
+# parsed BADNESS_RE). A BADNESS_RE match is at most `_WIDTH` characters long, so a segment is bad only if
+# BADNESS_RE matches inside the segment within `_WIDTH - 1` characters of one of its trigger characters: that
+# window is what `_BAD` is searched over. `_BAD` is BADNESS_RE with its one anchored alternative `^[ÃÂ][ ]`
+# unanchored (a superset: `^` would not match at a window's start) plus the surrogates.
+#
+# The argument rests on the fixing loop of the ftfy version it was checked against; any other version gets the plain
+# `ftfy.fix_text` path (tests fail loudly so that the argument is re-checked rather than silently lost).
+_VERIFIED_FTFY = "6.3.1"
+_MAX_SEGMENT = _FTFY_CONFIG.max_decode_length
+_WIDTH = 7  # longest BADNESS_RE match: 'ГўВЂВ.[A-Za-z ]' (tests check it against the parsed pattern)
+_ANCHORED = "^[ÃÂ][ ]"
+_CATEGORIES = ftfy.badness.MOJIBAKE_CATEGORIES
+_TRIGGER_CATEGORIES = ("c1", "bad", "currency", "numeric", "law", "start_punctuation", "end_punctuation", "box")
+_TRIGGER = re.compile(
+    "["
+    + "".join(_CATEGORIES[name] for name in (*_TRIGGER_CATEGORIES, "upper_accented"))
+    + "\u0152\u0153\u00d9\u00b0\u00d7\u0402\u045e"  # Œ œ Ù ° × Ђ ў
+    + "\ud800-\udfff]"
+)
+_FAST_PATH = ftfy.__version__ == _VERIFIED_FTFY and ftfy.badness.BADNESS_RE.pattern.count(_ANCHORED) == 1
+_BAD = re.compile(
+    ftfy.badness.BADNESS_RE.pattern.replace(_ANCHORED, _ANCHORED[1:]) + "|[\ud800-\udfff]",
+    ftfy.badness.BADNESS_RE.flags,
+)
+
+
+def fix_mojibake(text: str) -> str:
+    """Exactly `ftfy.fix_text(text, _FTFY_CONFIG)`, with ftfy run only on the runs of segments it could change."""
+    if not _FAST_PATH:
+        return ftfy.fix_text(text, _FTFY_CONFIG)
+    spans = _suspect_spans(text)
+    if not spans:
+        return text
+    # A run of whole segments is segmented by fix_text exactly as it is inside the full text.
+    out = []
+    done = 0
+    for start, end in spans:
+        out.append(text[done:start])
+        out.append(ftfy.fix_text(text[start:end], _FTFY_CONFIG))
+        done = end
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _suspect_spans(text: str) -> list[list[int]]:
+    """Merged [start, end) runs of the ftfy segments of `text` that BADNESS_RE or a surrogate may hit: a superset of
+    the segments ftfy could change."""
+    n = len(text)
+    spans: list[list[int]] = []
+    pos = 0
+    while (trigger := _TRIGGER.search(text, pos)) is not None:
+        p = trigger.start()
+        # The ftfy segment holding p: its line, cut into _MAX_SEGMENT slices from the line start when longer.
+        line_start = text.rfind("\n", 0, p) + 1
+        line_end = text.find("\n", p) + 1 or n
+        start = line_start + (p - line_start) // _MAX_SEGMENT * _MAX_SEGMENT
+        end = min(start + _MAX_SEGMENT, line_end)
+        if _BAD.search(text, max(start, p - _WIDTH + 1), min(end, p + _WIDTH)):
+            if spans and spans[-1][1] == start:
+                spans[-1][1] = end
+            else:
+                spans.append([start, end])
+            pos = end
+        else:
+            pos = p + 1
+    return spans
+
 
 @register("normalize")
 class Normalize(DocumentStage):
@@ -83,7 +161,7 @@ def normalize_text(
     `fix_encoding` is off, since ftfy can find new mojibake in text that whitespace collapsing produced)."""
     ascii_only = text.isascii()
     if fix_encoding and not ascii_only:  # mojibake needs non-ASCII characters; skipping ASCII is exact
-        text = ftfy.fix_text(text, _FTFY_CONFIG)
+        text = fix_mojibake(text)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if remove_control:
