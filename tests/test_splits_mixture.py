@@ -21,8 +21,9 @@ from tokenmill.engine.documents import BASE_SCHEMA
 from tokenmill.engine.spec import parse_pipeline
 from tokenmill.engine.stage import DatasetContext, ShardOutput
 from tokenmill.tokenize.token_splits import TokenSplit, open_split
-from tokenmill.tokenize.tokenize_stage import Tokenize, tail_cut
+from tokenmill.tokenize.tokenize_stage import Tokenize
 from tokenmill.tokenize.tokenizer_train import EOS
+from tokenmill.tokenize.validation_split import tail_cut
 from tokenmill.train.config import TrainConfig
 from tokenmill.train.data import MixtureSampler, UnknownSource, WindowSampler, consecutive_windows
 
