@@ -9,23 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import traceback
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tokenmill.engine.cluster import ClusterError
+from tokenmill.cli_failures import console, error, fail, set_debug
 from tokenmill.engine.fsio import InputNotFound
-from tokenmill.engine.output_dir import OutputError
 from tokenmill.engine.spec import SpecError, check_pipeline, load_pipeline
 
-console = Console(stderr=True)
-# Failures a user can fix from the message alone: no "internal error" wording for them.
-EXPECTED = (SpecError, InputNotFound, ClusterError, OutputError, ImportError, OSError)
 MAX_SHARD_LINES = 20
-_debug = False
 
 
 @click.group()
@@ -33,8 +26,7 @@ _debug = False
 @click.option("--debug", is_flag=True, help="On failure, print the full traceback too.")
 def main(debug: bool) -> None:
     """tokenmill: raw web text to a trained language model, on Dask."""
-    global _debug
-    _debug = debug
+    set_debug(debug)
     from tokenmill.engine import cluster
 
     cluster.worker_log_level = logging.ERROR if debug else logging.CRITICAL
@@ -57,7 +49,7 @@ def validate(pipeline_file: str, import_code: bool) -> None:
     try:
         checked = check_pipeline(pipeline_file, import_code=import_code)
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
     pipeline = checked.pipeline
     names = ", ".join(s.label for s in pipeline.stages)
     console.print(f"[green]ok[/green] {escape(pipeline_file)}: {len(pipeline.stages)} stages ({escape(names)})")
@@ -82,16 +74,16 @@ def run_command(
         pipeline = load_pipeline(pipeline_file, {"output": output} if output else None)
         result = run(pipeline, address=address, force=force, strict=False, progress=not quiet)
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
     _summary(result)
     if result.failed:
         for name, why in sorted(result.failed.items())[:MAX_SHARD_LINES]:
-            _error(f"shard {name}: {why}")
+            error(f"shard {name}: {why}")
         if len(result.failed) > MAX_SHARD_LINES:
-            _error(f"... {len(result.failed) - MAX_SHARD_LINES} more failed shard(s) in the report")
-        _fail(RuntimeError(f"{len(result.failed)} shard(s) failed; see {result.report}"), expected=True)
+            error(f"... {len(result.failed) - MAX_SHARD_LINES} more failed shard(s) in the report")
+        fail(RuntimeError(f"{len(result.failed)} shard(s) failed; see {result.report}"), expected=True)
     if strict and result.warnings:
-        _fail(EmptyOutputError("--strict: " + "; ".join(result.warnings)), expected=True)
+        fail(EmptyOutputError("--strict: " + "; ".join(result.warnings)), expected=True)
 
 
 def _summary(result) -> None:
@@ -151,7 +143,7 @@ def quality_train(config_file: str) -> None:
     try:
         report = train_classifier(load_training_config(config_file))
     except (SpecError, InputNotFound, ValueError, RuntimeError, OSError) as exc:
-        _fail(exc, expected=True)
+        fail(exc, expected=True)
     table = Table(title=f"quality classifier: held-out split ({report['heldout_fraction']:.0%})")
     for column in ("class", "label", "selected", "train", "held out"):
         table.add_column(column, justify="left" if column in ("class", "label") else "right")
@@ -162,32 +154,6 @@ def quality_train(config_file: str) -> None:
         metrics = report["heldout"]
         console.print("  ".join(f"{k} {metrics[k]:.3f}" for k in ("precision", "recall", "f1", "accuracy")))
     console.print(f"model: {report['model']}")
-
-
-def _fail(exc: BaseException, expected: bool | None = None) -> None:
-    """End the command: exit status 1 and the failure as one line (a SpecError: one line per problem); with
-    `--debug`, the traceback first. Unexpected exceptions (bugs) say so and name their type."""
-    if _debug:
-        console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False, soft_wrap=True)
-    if expected is None:
-        expected = isinstance(exc, EXPECTED)
-    _error(describe_failure(exc) if expected else f"internal error: {type(exc).__name__}: {exc}{_DEBUG_HINT}")
-    raise SystemExit(1)
-
-
-_DEBUG_HINT = " (run `tokenmill --debug ...` for the traceback)"
-
-
-def describe_failure(exc: BaseException) -> str:
-    """A failure the user can act on, in their terms: an OSError names its file, an ImportError its module."""
-    if isinstance(exc, OSError) and not isinstance(exc, InputNotFound) and exc.strerror:
-        where = f" {exc.filename}" if exc.filename else ""
-        return f"{type(exc).__name__}:{where}: {exc.strerror}"
-    return str(exc)
-
-
-def _error(message: str) -> None:
-    console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _add_model_commands() -> None:

@@ -6,15 +6,12 @@ import json
 import os
 
 import click
-from rich.console import Console
 
-console = Console(stderr=True)
+from tokenmill.cli_failures import console, fail
 
 
 def _fail(exc: BaseException) -> None:
     """One line (a config's problems: one line each), exit status 1; `tokenmill --debug` adds the traceback."""
-    from tokenmill.cli import _fail as fail
-
     fail(exc, expected=True)
 
 

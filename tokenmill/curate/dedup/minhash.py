@@ -111,7 +111,11 @@ class MinHashDedup(GlobalStage):
         n = self.partitions or default_partitions(shards, DOCS_PER_PARTITION)
         bands, rows = self.banding()
         dirs = WorkDirs.under(work_dir)
-        signs = [SignShard(index=i, shard=s, stage=self, dirs=dirs, partitions=n) for i, s in enumerate(shards)]
+        hasher, common = self.hasher(), {"seed": self.seed, "verify": self.verify, "dirs": dirs, "partitions": n}
+        signs = [
+            SignShard(index=i, shard=s, hasher=hasher, bands=bands, rows_per_band=rows, **common)
+            for i, s in enumerate(shards)
+        ]
         signed = run_tasks(client, sign_shard, signs)
         run_tasks(client, bucket_edges, [BucketEdges(partition=p, dirs=dirs, partitions=n) for p in range(n)])
         distinct = [DistinctPairs(partition=p, dirs=dirs, partitions=n, verify=self.verify) for p in range(n)]

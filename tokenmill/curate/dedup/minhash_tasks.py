@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from itertools import pairwise
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -19,13 +19,10 @@ import pyarrow.compute as pc
 from tokenmill.curate.dedup.apply import decisions_table
 from tokenmill.curate.dedup.components import node_partition, unique_pairs
 from tokenmill.curate.dedup.partitions import list_files, read_partition, read_table, write_partitioned, write_table
-from tokenmill.curate.dedup.signatures import band_hashes, estimated_jaccard, exact_jaccard
+from tokenmill.curate.dedup.signatures import MinHasher, band_hashes, estimated_jaccard, exact_jaccard
 from tokenmill.engine.fsio import join
 from tokenmill.engine.segment_source import iter_shard_columns
 from tokenmill.engine.stage import ShardOutput
-
-if TYPE_CHECKING:
-    from tokenmill.curate.dedup.minhash import MinHashDedup
 
 REASON = "near_duplicate"
 CLUSTER_COLUMN = "minhash_cluster"
@@ -117,15 +114,19 @@ class SignShard:
 
     index: int  # the shard's position, the high bits of its nodes (so "smallest" is first in (shard, row) order)
     shard: ShardOutput
-    stage: MinHashDedup
+    hasher: MinHasher
+    bands: int
+    rows_per_band: int
+    seed: int
+    verify: str  # the stage's `verify`: which payloads to keep for the verification phase
     dirs: WorkDirs
     partitions: int
 
 
 def sign_shard(task: SignShard) -> dict[str, int]:
     """Phase 1: one shard's documents as band rows, ids and verification payloads."""
-    shard, stage, n = task.shard, task.stage, task.partitions
-    hasher, (bands, rows_per_band) = stage.hasher(), stage.banding()
+    shard, n = task.shard, task.partitions
+    hasher, bands, rows_per_band = task.hasher, task.bands, task.rows_per_band
     buffers: dict[str, list[pa.Table]] = {"buckets": [], "ids": [], "payloads": []}
     directories = {"buckets": task.dirs.buckets, "ids": task.dirs.ids, "payloads": task.dirs.payloads}
     held = held_bytes = flushes = docs = empty = 0
@@ -143,19 +144,19 @@ def sign_shard(task: SignShard) -> dict[str, int]:
         held, held_bytes, flushes = 0, 0, flushes + 1
 
     for rows, ids, texts in _batches(shard):
-        sets: list[np.ndarray] | None = [] if stage.verify == "exact" else None
+        sets: list[np.ndarray] | None = [] if task.verify == "exact" else None
         signatures, counts = hasher.signatures(texts, sets)
         present = np.flatnonzero(counts > 0)
         docs, empty = docs + len(rows), empty + len(rows) - len(present)
         nodes = (np.int64(task.index) << np.int64(ROW_BITS)) | np.asarray(rows, dtype=np.int64)[present]
         signatures = signatures[present]
-        buckets = band_hashes(signatures, bands, rows_per_band, stage.seed)
+        buckets = band_hashes(signatures, bands, rows_per_band, task.seed)
         band = np.tile(np.arange(bands, dtype=np.int32), len(nodes))
         buffers["buckets"].append(
             pa.table({"band": band, "bucket": buckets.reshape(-1), "node": np.repeat(nodes, bands)})
         )
         buffers["ids"].append(pa.table({"node": nodes, "id": pa.array([ids[i] for i in present], pa.string())}))
-        if stage.verify != "none":
+        if task.verify != "none":
             payload = _list_array([sets[i] for i in present]) if sets is not None else _signature_array(signatures)
             buffers["payloads"].append(pa.table({"node": nodes, "payload": payload}))
             held_bytes += payload.nbytes
