@@ -42,3 +42,50 @@ def pipeline_yaml(
 def tree_bytes(directory: Path) -> dict[str, bytes]:
     """Relative path -> content for every file under `directory` (for byte-identity checks)."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def read_all(reader, keep_rejected: bool = True):
+    """Every document of every shard of `reader`, with the read stage's outcomes; conservation is checked."""
+    from tokenmill.engine.stage import Outcomes
+    from tokenmill.engine.stats import StageStats
+
+    out = Outcomes(StageStats("read"), [] if keep_rejected else None)
+    docs = [doc for shard in reader.shards() for doc in reader.read(shard, out)]
+    out.stats.check()
+    return docs, out
+
+
+def run_shards(tmp_path: Path, read: dict) -> list[dict]:
+    """`read -> normalize -> write` planned and run shard by shard in-process (no cluster), as the executor does."""
+    from tokenmill.engine.executor import process_shard
+    from tokenmill.engine.spec import parse_pipeline
+
+    spec = {
+        "name": "in-process",
+        "output": str(tmp_path / "out"),
+        "stages": [{"read": read}, {"normalize": {}}, {"write": {"format": "parquet", "rejected": True}}],
+    }
+    return [process_shard(task) for task in parse_pipeline(yaml.safe_dump(spec)).plan.first_tasks()]
+
+
+def output_ids(tmp_path: Path) -> list[str]:
+    """Ids of the curated output of `run_shards`, in file order."""
+    import pyarrow.parquet as pq
+
+    files = sorted((tmp_path / "out" / "curated").glob("*.parquet"))
+    return [i for f in files for i in pq.read_table(f).column("id").to_pylist()]
+
+
+def write_curated(path: Path, rows: list[tuple[str, str, str]]):
+    """A curated shard of (id, text, source) rows in the base schema; returns its ShardOutput."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tokenmill.engine.documents import BASE_SCHEMA
+    from tokenmill.engine.stage import ShardOutput
+
+    columns = {"id": [r[0] for r in rows], "text": [r[1] for r in rows], "source": [r[2] for r in rows]}
+    table = pa.table({**columns, "url": [None] * len(rows), "meta": [None] * len(rows)}, schema=BASE_SCHEMA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return ShardOutput(path.stem, (str(path),))

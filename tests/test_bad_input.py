@@ -19,34 +19,11 @@ from warcio.archiveiterator import ArchiveIterator
 
 from tokenmill.curate.readers import JsonlReader, WarcReader
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.executor import process_shard
 from tokenmill.engine.fsio import InputNotFound
 from tokenmill.engine.spec import parse_pipeline
-from tokenmill.engine.stage import Outcomes, SourceStage
-from tokenmill.engine.stats import StageStats
+from tokenmill.engine.stage import Outcomes
 
-
-def read_all(reader: SourceStage, keep_rejected: bool = True) -> tuple[list[Doc], Outcomes]:
-    out = Outcomes(StageStats("read"), [] if keep_rejected else None)
-    docs = [doc for shard in reader.shards() for doc in reader.read(shard, out)]
-    out.stats.check()
-    return docs, out
-
-
-def run_shards(tmp_path: Path, read: dict) -> list[dict]:
-    """Plan a `read -> write` pipeline and run each shard task in-process (no cluster)."""
-    spec = {
-        "name": "bad-input",
-        "output": str(tmp_path / "out"),
-        "stages": [{"read": read}, {"normalize": {}}, {"write": {"format": "parquet", "rejected": True}}],
-    }
-    return [process_shard(task) for task in parse_pipeline(yaml.safe_dump(spec)).plan.first_tasks()]
-
-
-def output_ids(tmp_path: Path) -> list[str]:
-    files = sorted((tmp_path / "out" / "curated").glob("*.parquet"))
-    return [i for f in files for i in pq.read_table(f).column("id").to_pylist()]
-
+from pipelines import output_ids, read_all, run_shards
 
 # --- JSON lines --------------------------------------------------------------------------------------------------
 

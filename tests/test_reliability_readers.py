@@ -21,7 +21,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,34 +32,11 @@ from tokenmill.curate.readers.extract import decode_html
 from tokenmill.engine import compressed
 from tokenmill.engine.compressed import CorruptInput, open_decompressed
 from tokenmill.engine.documents import Doc
-from tokenmill.engine.executor import process_shard
 from tokenmill.engine.listing import InputWarning
-from tokenmill.engine.spec import parse_pipeline
-from tokenmill.engine.stage import Outcomes, SourceStage
+from tokenmill.engine.stage import Outcomes
 from tokenmill.engine.stats import StageStats
 
-
-def read_all(reader: SourceStage) -> tuple[list[Doc], Outcomes]:
-    """Every document of every shard, with the read stage's outcomes; conservation is checked."""
-    out = Outcomes(StageStats("read"), [])
-    docs = [doc for shard in reader.shards() for doc in reader.read(shard, out)]
-    out.stats.check()
-    return docs, out
-
-
-def run_shards(tmp_path: Path, read: dict) -> list[dict]:
-    """`read -> normalize -> write` planned and run shard by shard in-process, as the executor runs it."""
-    spec = {
-        "name": "reliability",
-        "output": str(tmp_path / "out"),
-        "stages": [{"read": read}, {"normalize": {}}, {"write": {"format": "parquet", "rejected": True}}],
-    }
-    return [process_shard(task) for task in parse_pipeline(yaml.safe_dump(spec)).plan.first_tasks()]
-
-
-def output_ids(tmp_path: Path) -> list[str]:
-    files = sorted((tmp_path / "out" / "curated").glob("*.parquet"))
-    return [i for f in files for i in pq.read_table(f).column("id").to_pylist()]
+from pipelines import output_ids, read_all, run_shards
 
 
 def utf8_clean(doc: Doc) -> bool:

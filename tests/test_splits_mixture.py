@@ -10,14 +10,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from pydantic import ValidationError
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
 from tokenmill.engine.datasets import run_dataset_stages
-from tokenmill.engine.documents import BASE_SCHEMA
 from tokenmill.engine.spec import parse_pipeline
 from tokenmill.engine.stage import DatasetContext, ShardOutput
 from tokenmill.tokenize.token_splits import TokenSplit, open_split
@@ -26,6 +24,8 @@ from tokenmill.tokenize.tokenizer_train import EOS
 from tokenmill.tokenize.validation_split import tail_cut
 from tokenmill.train.config import TrainConfig
 from tokenmill.train.data import MixtureSampler, UnknownSource, WindowSampler, consecutive_windows
+
+from pipelines import write_curated
 
 TINY = {
     "n_layer": 1,
@@ -52,14 +52,6 @@ def char_tokenizer(path: Path) -> str:
     tokenizer.add_special_tokens([EOS])
     tokenizer.save(str(path))
     return str(path)
-
-
-def write_curated(path: Path, rows: list[tuple[str, str, str]]) -> ShardOutput:
-    columns = {"id": [r[0] for r in rows], "text": [r[1] for r in rows], "source": [r[2] for r in rows]}
-    table = pa.table({**columns, "url": [None] * len(rows), "meta": [None] * len(rows)}, schema=BASE_SCHEMA)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-    return ShardOutput(path.stem, (str(path),))
 
 
 def tokenize(tmp_path: Path, client, shards: list[ShardOutput], **options) -> dict:

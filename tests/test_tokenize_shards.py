@@ -25,13 +25,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 import tokenmill
 from tokenmill._version import __version__
 from tokenmill.engine.datasets import run_dataset_stages
-from tokenmill.engine.documents import BASE_SCHEMA
 from tokenmill.engine.stage import DatasetContext, ShardOutput
 from tokenmill.tokenize.corpus import is_heldout, stream_texts
 from tokenmill.tokenize.token_splits import TokenizerMismatch, check_tokenizer, open_split
 from tokenmill.tokenize.tokenize_stage import Tokenize, TokenizeShard, token_dtype, tokenize_shard
 from tokenmill.tokenize.tokenizer_train import EOS, PAD
 from tokenmill.tokenize.vocab import UNK
+
+from pipelines import write_curated
 
 FRACTION = 0.1
 ODD = (
@@ -100,14 +101,6 @@ def context(
     output: Path, curated: list[ShardOutput], client, data_id: str = "test-data", force: bool = False
 ) -> DatasetContext:
     return DatasetContext(str(output), curated, data_id, lambda: client, force=force)
-
-
-def write_curated(path: Path, rows: list[tuple[str, str, str]]) -> ShardOutput:
-    columns = {"id": [r[0] for r in rows], "text": [r[1] for r in rows], "source": [r[2] for r in rows]}
-    table = pa.table({**columns, "url": [None] * len(rows), "meta": [None] * len(rows)}, schema=BASE_SCHEMA)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
-    return ShardOutput(path.stem, (str(path),))
 
 
 def test_dataset_dict_loads_with_eos_after_every_document(run):
