@@ -26,6 +26,12 @@ class InputNotFound(FileNotFoundError):
     """A configured input path or glob matched nothing."""
 
 
+def is_local_fs(fs: Any) -> bool:
+    """Whether an fsspec filesystem is this machine's disk (paths there are made absolute, os calls apply)."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return any(protocol in ("file", "local") for protocol in protocols)
+
+
 def expand_paths(patterns: list[str]) -> list[tuple[str, int, str]]:
     """Expand globs to sorted (url, size, identity) triples; identity changes when the file does.
 
@@ -40,9 +46,7 @@ def expand_paths(patterns: list[str]) -> list[tuple[str, int, str]]:
     found: dict[str, tuple[int, str]] = {}
     for pattern in patterns:
         fs, root = url_to_fs(pattern)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        local = protocol in ("file", "local")
-        if local:
+        if is_local_fs(fs):
             entries = walk_local(os.path.abspath(os.path.expanduser(root)))
         else:
             if fs.isfile(root):

@@ -25,7 +25,7 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from tokenmill._version import __version__
-from tokenmill.engine.fsio import atomic_write_json
+from tokenmill.engine.fsio import atomic_write_json, is_local_fs
 from tokenmill.engine.plan import Plan, ShardTask
 
 MARKER = ".tokenmill.json"
@@ -50,9 +50,15 @@ def is_temporary(name: str) -> bool:
 
 
 def is_local(url: str) -> bool:
-    fs, _ = url_to_fs(url)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
+    return is_local_fs(url_to_fs(url)[0])
+
+
+def _nearest_existing(path: str) -> str:
+    """`path` itself, or its nearest ancestor that exists (where a new directory would be created)."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    return probe
 
 
 def check_writable(output: str) -> None:
@@ -62,9 +68,7 @@ def check_writable(output: str) -> None:
         raise OutputError(f"output {output} exists and is not a directory")
     if not is_local(output):
         return
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
+    probe = _nearest_existing(path)
     if not os.path.isdir(probe):
         raise OutputError(f"output {output}: {probe} is a file, so the directory cannot be created")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -157,8 +161,7 @@ def sweep(directory: str, keep: set[str]) -> list[str]:
 
 
 def _url(fs: Any, path: str) -> str:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
+    return path if is_local_fs(fs) else fs.unstrip_protocol(path)
 
 
 class OutputLock:
@@ -249,10 +252,7 @@ def disk_full_explained(path: str, needed_bytes: int | None = None) -> Iterator[
 def disk_full_message(path: str, needed_bytes: int | None = None) -> str:
     free = None
     with contextlib.suppress(OSError):
-        probe = os.path.abspath(path)
-        while not os.path.exists(probe):
-            probe = os.path.dirname(probe)
-        stats = os.statvfs(probe)
+        stats = os.statvfs(_nearest_existing(path))
         free = stats.f_bavail * stats.f_frsize
     need = f"; about {needed_bytes / 1e6:,.1f} MB more are needed" if needed_bytes else ""
     have = f"{free / 1e6:,.1f} MB free" if free is not None else "free space unknown"

@@ -96,9 +96,10 @@ class Plan:
         batch = (self.batch_docs, self.batch_bytes)
         tasks = []
         for source in sources:
+            by_content = self.verify == "content" and source in self.sources  # the user's inputs, not a segment's
             for shard in source.shards():
                 identity = shard.fingerprint
-                if self.verify == "content" and source in self.sources:
+                if by_content:
                     identity = f"{identity} xxh3:{file_digest(shard.path, 'xxh3')}"
                 shard = Shard(len(tasks), shard.path, shard.name, shard.size, identity)
                 tasks.append(
@@ -128,9 +129,16 @@ def structure_problems(stages: list[Stage]) -> list[str]:
     problems = []
     if not stages or not isinstance(stages[0], SourceStage):
         problems.append("stages[0]: a pipeline starts with a `read` stage")
-    n_sources = sum(1 for s in stages if isinstance(s, SourceStage))
-    if not all(isinstance(s, SourceStage) for s in stages[:n_sources]):
-        problems.append("stages: `read` stages must come first")
+    misplaced = next(
+        (
+            i
+            for i, s in enumerate(stages)
+            if i and isinstance(s, SourceStage) and not isinstance(stages[i - 1], SourceStage)
+        ),
+        None,
+    )
+    if misplaced is not None:  # the first `read` that comes after another kind of stage
+        problems.append(f"stages[{misplaced}]: `read` stages must come first")
     tail = False
     for i, stage in enumerate(stages):
         if isinstance(stage, SinkStage) and any(not isinstance(s, DatasetStage) for s in stages[i + 1 :]):

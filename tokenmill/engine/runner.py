@@ -163,9 +163,9 @@ class _Driver:
         failed: dict[str, str] = {}
         if todo:
             failed = self.submit(todo, results, skipped, len(tasks), label)
-        first = tasks[0]
-        sweep(first.manifest_dir, {manifest_path(t.manifest_dir, t.shard) for t in tasks})
         if not failed:  # an incomplete segment keeps every earlier file: nothing is removed on a failed run
+            first = tasks[0]
+            sweep(first.manifest_dir, {manifest_path(t.manifest_dir, t.shard) for t in tasks})
             files = {f for r in results.values() for f in r["files"] + r["rejected_files"]}
             for directory in {first.output_dir, first.rejected_dir}:
                 sweep(directory, files)

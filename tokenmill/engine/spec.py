@@ -34,7 +34,7 @@ from tokenmill.engine.config_file import (
 )
 from tokenmill.engine.plan import Plan, build_plan, structure_problems
 from tokenmill.engine.registry import READERS, STAGES, UNAVAILABLE, known_formats, known_stages, load_builtins
-from tokenmill.engine.stage import DatasetStage, SourceStage, Stage
+from tokenmill.engine.stage import DatasetStage, Stage
 
 # Filesystem drivers tokenmill declares as extras: the install line names the extra.
 _EXTRAS = {"s3fs": '"tokenmill[s3]"', "gcsfs": '"tokenmill[gcs]"'}
@@ -174,16 +174,6 @@ def order_problems(stages: list[Stage]) -> list[str]:
     """The plan's order rules, and that every dataset stage's inputs are made by an earlier stage (or given as
     the stage's own key of that name, like `tokenize: {tokenizer: PATH}`). Lines start with `stages[i]`."""
     problems = structure_problems(stages)
-    misplaced = next(
-        (
-            i
-            for i, s in enumerate(stages)
-            if i and isinstance(s, SourceStage) and not isinstance(stages[i - 1], SourceStage)
-        ),
-        None,
-    )
-    if misplaced is not None:  # name the first `read` that comes too late rather than the whole list
-        problems = [f"stages[{misplaced}]: {p[8:]}" if p.startswith("stages: ") else p for p in problems]
     made: set[str] = set()
     for i, stage in enumerate(stages):
         if not isinstance(stage, DatasetStage):

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, computed_field, 
 
 from tokenmill.curate.filters.language import check_fasttext_model
 from tokenmill.engine.documents import Doc
+from tokenmill.engine.fsio import is_local_fs
 from tokenmill.engine.registry import register
 from tokenmill.engine.stage import DocumentStage, Outcomes
 
@@ -93,11 +94,11 @@ class QualityClassifier(DocumentStage):
             fs, path = url_to_fs(value)
         except ImportError as exc:  # s3:// without s3fs, ...
             raise ValueError(f"cannot open {value}: {exc}") from None
-        if _is_local(fs):  # absolute, so workers started elsewhere find it
+        if is_local_fs(fs):  # absolute, so workers started elsewhere find it
             value = path = os.path.abspath(os.path.expanduser(path))
         if not fs.isfile(path):
             raise ValueError(f"model file not found: {value}")
-        if _is_local(fs):  # a remote model is checked on the worker, once fetched
+        if is_local_fs(fs):  # a remote model is checked on the worker, once fetched
             check_fasttext_model(path, "quality")
         return value
 
@@ -117,7 +118,7 @@ class QualityClassifier(DocumentStage):
         import fasttext
 
         fs, path = url_to_fs(self.model)
-        if not _is_local(fs):  # fastText reads only local files: fetch a remote model into a local cache
+        if not is_local_fs(fs):  # fastText reads only local files: fetch a remote model into a local cache
             path = fsspec.open_local(f"simplecache::{self.model}")
         check_fasttext_model(path, "quality")  # fastText's loader may crash the worker on a truncated file
         self._model = fasttext.load_model(path)
@@ -151,10 +152,6 @@ class QualityClassifier(DocumentStage):
             out.keep(doc)
             kept.append(doc)
         return kept
-
-
-def _is_local(fs: Any) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
 def _training_preprocess(fs: Any, model: str) -> TextPreprocess:
