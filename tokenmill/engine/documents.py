@@ -8,6 +8,7 @@ converting at every stage boundary (see docs/architecture.md).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ BASE_SCHEMA = pa.schema(
         pa.field("meta", pa.string()),
     ]
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
 REJECTED_FIELDS = [pa.field("stage", pa.string()), pa.field("reason", pa.string())]
 
 
@@ -102,13 +104,9 @@ def table_to_docs(table: pa.Table) -> list[Doc]:
 def storable(value: Any) -> Any:
     """Arrow strings must be valid UTF-8: in a string, lone surrogates (from `surrogateescape` decoding, JSON
     `\\udc00` escapes, undecodable file names) become U+FFFD; any other value is returned as it is."""
-    if not isinstance(value, str) or value.isascii():
-        return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return value
+    if not isinstance(value, str) or value.isascii() or not _SURROGATE.search(value):
+        return value  # a scan, no copy: the common case of valid non-ASCII text
+    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def meta_json(meta: dict[str, Any]) -> str | None:

@@ -2,36 +2,27 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from tokenmill.engine.compressed import Damage
-from tokenmill.engine.documents import Doc
+from tokenmill.engine.documents import Doc, storable
 from tokenmill.engine.fsio import common_root, expand_paths, relative_name
 from tokenmill.engine.listing import broken_symlink, display_path
 from tokenmill.engine.stage import Outcomes, Shard, SourceStage
 
 DEFAULT_MAX_DOC_BYTES = 32 * 1024 * 1024
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def clean_text(value: str) -> str:
-    """`value` as valid UTF-8 text: lone surrogates (a JSON `\\udc00` escape, a `surrogateescape` decode) become
-    U+FFFD, the way the writer stores the text column. ASCII strings are returned without a scan."""
-    if value.isascii() or not _SURROGATE.search(value):
-        return value
-    return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def clean_value(value: Any) -> Any:
-    """`clean_text` applied to every string inside a JSON-like value (dict keys included)."""
+    """`storable` (the writer's rule: lone surrogates become U+FFFD) on every string inside a JSON-like value,
+    dict keys included."""
     if isinstance(value, str):
-        return clean_text(value)
+        return storable(value)
     if isinstance(value, dict):
-        return {clean_text(str(key)): clean_value(item) for key, item in value.items()}
+        return {storable(str(key)): clean_value(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [clean_value(item) for item in value]
     return value
@@ -40,10 +31,10 @@ def clean_value(value: Any) -> Any:
 def make_doc(doc_id: Any, text: str, source: Any, url: Any = None, meta: dict[str, Any] | None = None) -> Doc:
     """A document whose every string field (id, text, source, url, all of meta) is valid UTF-8."""
     return Doc(
-        id=clean_text(str(doc_id)),
-        text=clean_text(text),
-        source=clean_text(str(source)),
-        url=None if url is None else clean_text(str(url)),
+        id=storable(str(doc_id)),
+        text=storable(text),
+        source=storable(str(source)),
+        url=None if url is None else storable(str(url)),
         meta=clean_value(meta) if meta else {},
     )
 
